@@ -1,0 +1,30 @@
+//! Spur's collector: the HTTP front door. It validates tracking events, enforces
+//! consent per purpose, adds coarse geography, drops the IP address and produces the
+//! events to Kafka, answering 2xx only once the broker has acknowledged them.
+//!
+//! Map: [`server`] runs the loop and [`api`] routes requests; [`ingest`] is the pure
+//! core (consent, visitor id, record assembly) over [`validate`] and [`clock`];
+//! [`geo`], [`agent`], [`salt`] and [`client_ip`] enrich; [`sink`] talks to Kafka;
+//! [`reply`] maps every refusal to HTTP; [`metrics`] keeps the accounting.
+
+pub mod agent;
+pub mod api;
+pub mod client_ip;
+pub mod clock;
+pub mod compat;
+pub mod config;
+pub mod error;
+pub mod geo;
+pub mod ingest;
+pub mod metrics;
+pub mod reply;
+pub mod salt;
+pub mod server;
+pub mod sink;
+pub mod sites;
+pub mod tracker;
+pub mod validate;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use server::{run, serve};

@@ -1,0 +1,225 @@
+//! Delivery to Kafka: an idempotent librdkafka producer (`acks=all`), a per-request
+//! wait for every record's acknowledgement with a deadline, and a probe loop that
+//! tells `/readyz` and the request path whether the broker is reachable.
+//!
+//! Records are enqueued without awaiting each other, so librdkafka batches them
+//! (`linger.ms`); memory is bounded by librdkafka's queue limits, and a full queue
+//! answers 503 at once instead of growing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::future::join_all;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use spur_schemas::kafka::{HEADER_CONTENT_TYPE, HEADER_SCHEMA, KafkaSettings};
+use spur_schemas::record::SCHEMA_VERSION;
+use tokio::time::Instant;
+
+use crate::config::Delivery;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// Which topic a record goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    Events,
+    DeadLetter,
+}
+
+/// A serialised record ready to produce.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub dest: Dest,
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+/// Why a record was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendFailure {
+    /// librdkafka's queue is full: the broker is not keeping up.
+    QueueFull,
+    /// No acknowledgement before the deadline.
+    Timeout,
+    /// The broker refused the record or the client gave up on it.
+    Refused(String),
+}
+
+/// The producer and the broker's health.
+#[derive(Clone)]
+pub struct Sink {
+    producer: FutureProducer,
+    events_topic: Arc<str>,
+    dead_letter_topic: Arc<str>,
+    ack_timeout: Duration,
+    up: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("events_topic", &self.events_topic)
+            .field("up", &self.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The librdkafka configuration shared by the producer and the admin client: the
+/// user's properties first, then the brokers.
+pub fn client_config(kafka: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (k, v) in &kafka.properties {
+        config.set(k, v);
+    }
+    for (k, v) in &kafka.secret_properties {
+        config.set(k, v.expose());
+    }
+    config.set("bootstrap.servers", &kafka.brokers);
+    config
+}
+
+impl Sink {
+    pub fn new(kafka: &KafkaSettings, delivery: &Delivery) -> Result<Self> {
+        let mut config = client_config(kafka);
+        // Set last: the delivery guarantees are not user-configurable.
+        config
+            .set("client.id", "spur-collector")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("compression.type", "lz4")
+            .set("linger.ms", delivery.linger.as_millis().to_string())
+            .set("message.timeout.ms", delivery.ack_timeout.as_millis().max(1).to_string())
+            .set("queue.buffering.max.messages", delivery.max_queued_records.to_string())
+            .set("queue.buffering.max.kbytes", delivery.max_queued_kbytes.to_string());
+        let producer: FutureProducer = config.create().map_err(Error::Kafka)?;
+        Ok(Self {
+            producer,
+            events_topic: kafka.topics.events.as_str().into(),
+            dead_letter_topic: kafka.topics.dead_letter.as_str().into(),
+            ack_timeout: delivery.ack_timeout,
+            up: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Whether the broker answered the last probe and no delivery failed since.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Enqueues every record, then waits for each acknowledgement until the deadline.
+    /// The result has one entry per record, in order.
+    pub async fn send_all(&self, records: &[Outgoing]) -> Vec<Result<(), SendFailure>> {
+        let deadline = Instant::now() + self.ack_timeout;
+        let mut pending = Vec::with_capacity(records.len());
+        for record in records {
+            let topic: &str = match record.dest {
+                Dest::Events => &self.events_topic,
+                Dest::DeadLetter => &self.dead_letter_topic,
+            };
+            let version = SCHEMA_VERSION.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: HEADER_SCHEMA, value: Some(version.as_str()) })
+                .insert(Header { key: HEADER_CONTENT_TYPE, value: Some("application/json") });
+            let fr = FutureRecord::to(topic)
+                .key(record.key.as_bytes())
+                .payload(&record.payload)
+                .headers(headers);
+            pending.push(match self.producer.send_result(fr) {
+                Ok(delivery) => Some(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => None,
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, "record refused by the kafka client");
+                    None
+                }
+            });
+        }
+        let waits = pending.into_iter().map(|delivery| async move {
+            let Some(delivery) = delivery else {
+                return Err(SendFailure::QueueFull);
+            };
+            match tokio::time::timeout_at(deadline, delivery).await {
+                Err(_) => Err(SendFailure::Timeout),
+                Ok(Err(_canceled)) => Err(SendFailure::Refused("producer closed".into())),
+                Ok(Ok(Err((e, _)))) => Err(SendFailure::Refused(e.to_string())),
+                Ok(Ok(Ok(_))) => Ok(()),
+            }
+        });
+        let results = join_all(waits).await;
+        if results.iter().any(|r| matches!(r, Err(SendFailure::Timeout | SendFailure::Refused(_)))) {
+            self.up.store(false, Ordering::Relaxed);
+        }
+        results
+    }
+
+    /// Creates the events and dead-letter topics when missing.
+    pub async fn ensure_topics(&self, kafka: &KafkaSettings, delivery: &Delivery) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = client_config(kafka).create().map_err(Error::Kafka)?;
+        let topics = [
+            NewTopic::new(&kafka.topics.events, delivery.topic_partitions, TopicReplication::Fixed(delivery.topic_replication)),
+            NewTopic::new(
+                &kafka.topics.dead_letter,
+                delivery.topic_partitions.min(3),
+                TopicReplication::Fixed(delivery.topic_replication),
+            ),
+        ];
+        let options = AdminOptions::new().operation_timeout(Some(delivery.ack_timeout));
+        let results = admin.create_topics(&topics, &options).await.map_err(Error::Kafka)?;
+        for result in results {
+            match result {
+                Ok(topic) => tracing::info!(topic, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => tracing::warn!(topic, error = %code, "could not create topic"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Probes the broker every `interval` until `stop` resolves, keeping `is_up` and the
+    /// `spur_collector_broker_up` gauge current.
+    pub async fn probe_loop(&self, interval: Duration, metrics: Arc<Metrics>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let producer = self.producer.clone();
+            let topic = self.events_topic.clone();
+            let timeout = interval.max(Duration::from_millis(500));
+            let ok = tokio::task::spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_metadata(Some(&topic), timeout)
+                    .map(|md| md.topics().iter().any(|t| t.error().is_none() && !t.partitions().is_empty()))
+                    .unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false);
+            let was = self.up.swap(ok, Ordering::Relaxed);
+            if was != ok {
+                if ok {
+                    tracing::info!("broker reachable");
+                } else {
+                    tracing::warn!("broker unreachable; answering 503 until it returns");
+                }
+            }
+            metrics.broker_up(ok);
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Waits for everything enqueued to be acknowledged, at most `timeout`.
+    pub async fn flush(&self, timeout: Duration) {
+        let producer = self.producer.clone();
+        let result = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+        match result {
+            Ok(Ok(())) => tracing::info!("producer flushed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "producer flush incomplete"),
+            Err(e) => tracing::warn!(error = %e, "producer flush task failed"),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The whole configuration file: one table per service plus the shared `[kafka]` and
+//! `[log]` tables. Loaded from TOML, overridden by `SPUR_<SECTION>__<KEY>` environment
+//! variables; unknown keys are errors.
+
+use std::path::Path;
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use spur_schemas::kafka::KafkaSettings;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub collector: spur_collector::Config,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `tracing` filter directives, e.g. `info,spur_collector=debug`. `RUST_LOG` wins.
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = path {
+            anyhow::ensure!(path.exists(), "configuration file {} does not exist", path.display());
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("SPUR_").ignore(&["config"]).split("__"));
+        figment.extract().context("invalid configuration")
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        spur_collector::sites::Sites::new(&self.collector.sites)?;
+        anyhow::ensure!(!self.kafka.brokers.trim().is_empty(), "kafka.brokers is empty");
+        anyhow::ensure!(
+            matches!(self.log.format.as_str(), "text" | "json"),
+            "log.format must be text or json"
+        );
+        Ok(())
+    }
+}
+
+pub fn init_logging(log: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -388,7 +388,7 @@ mod tests {
         let cases: Vec<(String, ReasonCode, &str)> = vec![
             (big, ReasonCode::Size, "exceeds"),
             ("[1,2]".into(), ReasonCode::Malformed, "event:"),
-            ("{\"type\":".into(), ReasonCode::Malformed, "event:"),
+            ("{\"type\":".into(), ReasonCode::Malformed, "unexpected end"),
             (r#"{"url":"https://shop.example/"}"#.into(), ReasonCode::MissingField, "type"),
             (r#"{"type":"hack"}"#.into(), ReasonCode::UnknownType, "type"),
             (r#"{"type":"pageview"}"#.into(), ReasonCode::MissingField, "url"),

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 mod settings;
 
 #[derive(Parser, Debug)]
-#[command(name = "spur", version, about = "Privacy-first marketing-automation tracking pipeline")]
+#[command(
+    name = "spur",
+    version,
+    about = "Privacy-first marketing-automation tracking pipeline"
+)]
 struct Cli {
     /// Configuration file (TOML). Environment variables `SPUR_<SECTION>__<KEY>`
     /// override it, e.g. `SPUR_KAFKA__BROKERS=host:9092`.
@@ -45,9 +49,14 @@ fn main() -> anyhow::Result<()> {
     let mut settings = settings::Settings::load(cli.config.as_deref())?;
     settings::init_logging(&settings.log);
     match cli.command {
-        Command::Config { command: ConfigCommand::Check } => {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
             settings.validate()?;
-            print!("{}", toml::to_string_pretty(&settings).context("printing the configuration")?);
+            print!(
+                "{}",
+                toml::to_string_pretty(&settings).context("printing the configuration")?
+            );
             Ok(())
         }
         Command::Collect { listen } => {
@@ -55,12 +64,20 @@ fn main() -> anyhow::Result<()> {
                 settings.collector.listen = listen;
             }
             settings.validate()?;
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(settings.collector.listen)
                     .await
                     .with_context(|| format!("binding {}", settings.collector.listen))?;
-                spur_collector::run(settings.collector, settings.kafka, listener, settings::shutdown_signal()).await?;
+                spur_collector::run(
+                    settings.collector,
+                    settings.kafka,
+                    listener,
+                    settings::shutdown_signal(),
+                )
+                .await?;
                 Ok(())
             })
         }

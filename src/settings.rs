@@ -40,7 +40,11 @@ impl Settings {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = path {
-            anyhow::ensure!(path.exists(), "configuration file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.exists(),
+                "configuration file {} does not exist",
+                path.display()
+            );
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("SPUR_").ignore(&["config"]).split("__"));
@@ -50,7 +54,10 @@ impl Settings {
     /// Checks what types alone cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
         spur_collector::sites::Sites::new(&self.collector.sites)?;
-        anyhow::ensure!(!self.kafka.brokers.trim().is_empty(), "kafka.brokers is empty");
+        anyhow::ensure!(
+            !self.kafka.brokers.trim().is_empty(),
+            "kafka.brokers is empty"
+        );
         anyhow::ensure!(
             matches!(self.log.format.as_str(), "text" | "json"),
             "log.format must be text or json"
@@ -62,7 +69,9 @@ impl Settings {
 pub fn init_logging(log: &LogSettings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if log.format == "json" {
         builder.json().init();
     } else {

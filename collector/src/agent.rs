@@ -45,7 +45,10 @@ impl AgentClassifier {
         let major = version.split('.').next().unwrap_or_default();
         let mut bot = None;
         if category == "crawler" {
-            bot = Some(format!("crawler:{}", browser.to_lowercase().replace(' ', "_")));
+            bot = Some(format!(
+                "crawler:{}",
+                browser.to_lowercase().replace(' ', "_")
+            ));
         } else if self.bots.is_bot(ua) {
             bot = Some("user_agent_pattern".into());
         } else if ua.len() > 1024 {
@@ -56,7 +59,9 @@ impl AgentClassifier {
         } else {
             match category {
                 "pc" => DeviceClass::Desktop,
-                "smartphone" | "mobilephone" if os == "iPad" || (os == "Android" && !ua.contains("Mobile")) => {
+                "smartphone" | "mobilephone"
+                    if os == "iPad" || (os == "Android" && !ua.contains("Mobile")) =>
+                {
                     DeviceClass::Tablet
                 }
                 "smartphone" | "mobilephone" => DeviceClass::Mobile,

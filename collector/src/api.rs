@@ -13,10 +13,10 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use serde_json::value::RawValue;
+use spur_schemas::DropReason;
 use spur_schemas::kafka::KafkaSettings;
 use spur_schemas::record::PrivacySignals;
 use spur_schemas::wire::{Batch, ConsentFlags};
-use spur_schemas::DropReason;
 
 use crate::agent::AgentClassifier;
 use crate::clock::ClockRules;
@@ -60,10 +60,13 @@ pub struct Envelope {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -113,11 +116,16 @@ impl App {
         let started = Instant::now();
         let (endpoint, result) = self.route(peer, req).await;
         let response = result.unwrap_or_else(Rejection::into_response);
-        self.metrics.request(endpoint, response.status().as_u16(), started.elapsed());
+        self.metrics
+            .request(endpoint, response.status().as_u16(), started.elapsed());
         response
     }
 
-    async fn route<B>(&self, peer: IpAddr, req: Request<B>) -> (&'static str, Result<Response<Body>, Rejection>)
+    async fn route<B>(
+        &self,
+        peer: IpAddr,
+        req: Request<B>,
+    ) -> (&'static str, Result<Response<Body>, Rejection>)
     where
         B: hyper::body::Body + Unpin,
         B::Data: Into<Bytes>,
@@ -128,19 +136,34 @@ impl App {
         match (path.as_str(), method) {
             ("/v1/batch", Method::POST) => ("batch", self.batch(peer, req).await),
             ("/api/event", Method::POST) => ("plausible", self.plausible(peer, req).await),
-            ("/v1/batch" | "/api/event", Method::OPTIONS) => ("preflight", self.preflight(req.headers())),
+            ("/v1/batch" | "/api/event", Method::OPTIONS) => {
+                ("preflight", self.preflight(req.headers()))
+            }
             ("/p.gif", _) if get => ("pixel", self.pixel(peer, req).await),
             ("/spur.js", _) if get => ("tracker", Ok(self.tracker.serve(req.headers()))),
-            ("/livez", _) if get => ("livez", Ok(text_response(StatusCode::OK, "text/plain", "ok\n"))),
+            ("/livez", _) if get => (
+                "livez",
+                Ok(text_response(StatusCode::OK, "text/plain", "ok\n")),
+            ),
             ("/readyz", _) if get => ("readyz", Ok(self.readyz())),
             ("/metrics", _) if get => (
                 "metrics",
-                Ok(text_response(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render())),
+                Ok(text_response(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    self.metrics.render(),
+                )),
             ),
-            ("/v1/batch" | "/api/event", _) => ("other", Err(Rejection::MethodNotAllowed { allow: "POST, OPTIONS" })),
-            ("/p.gif" | "/spur.js" | "/livez" | "/readyz" | "/metrics", _) => {
-                ("other", Err(Rejection::MethodNotAllowed { allow: "GET, HEAD" }))
-            }
+            ("/v1/batch" | "/api/event", _) => (
+                "other",
+                Err(Rejection::MethodNotAllowed {
+                    allow: "POST, OPTIONS",
+                }),
+            ),
+            ("/p.gif" | "/spur.js" | "/livez" | "/readyz" | "/metrics", _) => (
+                "other",
+                Err(Rejection::MethodNotAllowed { allow: "GET, HEAD" }),
+            ),
             _ => ("other", Err(Rejection::NotFound)),
         }
     }
@@ -166,9 +189,18 @@ impl App {
         let mut response = text_response(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
         let h = response.headers_mut();
         cors(h, origin);
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type"));
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
         Ok(response)
     }
 
@@ -178,14 +210,25 @@ impl App {
         B::Data: Into<Bytes>,
     {
         let (parts, body) = req.into_parts();
-        let media = header(&parts.headers, header::CONTENT_TYPE)
-            .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+        let media = header(&parts.headers, header::CONTENT_TYPE).map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
         if !matches!(media.as_deref(), Some("application/json" | "text/plain")) {
             return Err(Rejection::UnsupportedMediaType);
         }
         let declared = header(&parts.headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
         let limits = &self.config.limits;
-        let body = reply::read_body(body, declared, limits.max_body_bytes, limits.body_read_timeout).await?;
+        let body = reply::read_body(
+            body,
+            declared,
+            limits.max_body_bytes,
+            limits.body_read_timeout,
+        )
+        .await?;
         Ok((parts.headers, body))
     }
 
@@ -208,7 +251,10 @@ impl App {
             .iter()
             .map(|(index, reason, detail)| json!({ "index": index, "reason": reason, "detail": detail }))
             .collect();
-        let mut response = json_response(StatusCode::ACCEPTED, &json!({ "accepted": accepted, "dead_lettered": dead }));
+        let mut response = json_response(
+            StatusCode::ACCEPTED,
+            &json!({ "accepted": accepted, "dead_lettered": dead }),
+        );
         if let Some(origin) = header(&headers, header::ORIGIN) {
             cors(response.headers_mut(), origin);
         }
@@ -231,9 +277,16 @@ impl App {
     }
 
     async fn pixel<B>(&self, peer: IpAddr, req: Request<B>) -> Result<Response<Body>, Rejection> {
-        let envelope = compat::pixel(req.uri().query().unwrap_or_default(), header(req.headers(), header::REFERER))?;
+        let envelope = compat::pixel(
+            req.uri().query().unwrap_or_default(),
+            header(req.headers(), header::REFERER),
+        )?;
         self.ingest(envelope, req.headers(), peer).await?;
-        Ok(text_response(StatusCode::OK, "image/gif", Bytes::from_static(compat::GIF)))
+        Ok(text_response(
+            StatusCode::OK,
+            "image/gif",
+            Bytes::from_static(compat::GIF),
+        ))
     }
 
     /// The shared tracking path. Returns the number of accepted events and the
@@ -258,27 +311,49 @@ impl App {
             return Err(drop(DropReason::UnknownSite, Rejection::UnknownSite));
         };
         if !origin_allowed(site, headers) {
-            return Err(drop(DropReason::OriginNotAllowed, Rejection::OriginNotAllowed));
+            return Err(drop(
+                DropReason::OriginNotAllowed,
+                Rejection::OriginNotAllowed,
+            ));
         }
         let limit = self.config.limits.max_events_per_batch;
         if envelope.events.len() > limit {
-            return Err(drop(DropReason::BatchTooLarge, Rejection::BatchTooLarge { limit }));
+            return Err(drop(
+                DropReason::BatchTooLarge,
+                Rejection::BatchTooLarge { limit },
+            ));
         }
         if self.shutting_down() {
-            return Err(drop(DropReason::ShuttingDown, Rejection::ShuttingDown { retry_after }));
+            return Err(drop(
+                DropReason::ShuttingDown,
+                Rejection::ShuttingDown { retry_after },
+            ));
         }
         let signals = PrivacySignals {
             gpc: header(headers, "sec-gpc").is_some_and(|v| v.trim() == "1"),
             dnt: header(headers, "dnt").is_some_and(|v| v.trim() == "1"),
         };
-        let Some(consent) = ingest::resolve_consent(envelope.consent, signals, self.config.privacy.dnt) else {
+        let Some(consent) =
+            ingest::resolve_consent(envelope.consent, signals, self.config.privacy.dnt)
+        else {
             self.metrics.dropped(label, DropReason::DoNotTrack, n);
             return Ok((0, Vec::new()));
         };
         if !self.sink.is_up() {
-            return Err(drop(DropReason::BrokerUnavailable, Rejection::BrokerUnavailable { retry_after }));
+            return Err(drop(
+                DropReason::BrokerUnavailable,
+                Rejection::BrokerUnavailable { retry_after },
+            ));
         }
-        let items = self.enrich_and_build(site, &envelope, headers, peer, consent, signals, received_at);
+        let items = self.enrich_and_build(
+            site,
+            &envelope,
+            headers,
+            peer,
+            consent,
+            signals,
+            received_at,
+        );
         let outgoing: Vec<_> = items.iter().map(Item::to_outgoing).collect();
         let results = self.sink.send_all(&outgoing).await;
         let (mut accepted, mut dead, mut failed) = (0usize, Vec::new(), 0u64);
@@ -294,10 +369,19 @@ impl App {
         }
         self.metrics.accepted(label, accepted as u64);
         if failed > 0 {
-            self.metrics.dropped(label, DropReason::NotAcknowledged, failed);
+            self.metrics
+                .dropped(label, DropReason::NotAcknowledged, failed);
             let queue_full = results.iter().any(|r| r == &Err(SendFailure::QueueFull));
-            tracing::warn!(site = label, failed, queue_full, "events not acknowledged by the broker");
-            return Err(Rejection::NotAcknowledged { accepted, retry_after });
+            tracing::warn!(
+                site = label,
+                failed,
+                queue_full,
+                "events not acknowledged by the broker"
+            );
+            return Err(Rejection::NotAcknowledged {
+                accepted,
+                retry_after,
+            });
         }
         Ok((accepted, dead))
     }
@@ -315,7 +399,11 @@ impl App {
         signals: PrivacySignals,
         received_at: i64,
     ) -> Vec<Item> {
-        let ip = client_ip::client_ip(peer, header(headers, "x-forwarded-for"), &self.config.trusted_proxies);
+        let ip = client_ip::client_ip(
+            peer,
+            header(headers, "x-forwarded-for"),
+            &self.config.trusted_proxies,
+        );
         let user_agent = header(headers, header::USER_AGENT).unwrap_or_default();
         let ctx = Context {
             site,
@@ -323,8 +411,13 @@ impl App {
             sent_at: envelope.sent_at.clone(),
             consent,
             signals,
-            persistent_id: envelope.visitor_id.clone().filter(|id| validate::valid_id(id)),
-            cookieless_id: self.salt.cookieless_id(&site.id, ip, user_agent, received_at),
+            persistent_id: envelope
+                .visitor_id
+                .clone()
+                .filter(|id| validate::valid_id(id)),
+            cookieless_id: self
+                .salt
+                .cookieless_id(&site.id, ip, user_agent, received_at),
             geo: self.geo.lookup(ip),
             agent: self.agents.classify(user_agent),
         };
@@ -336,7 +429,10 @@ impl App {
 /// else `Referer`. Requests with neither (servers, the pixel in a mail client) pass;
 /// their events' page URLs are still checked one by one.
 fn origin_allowed(site: &Site, headers: &HeaderMap) -> bool {
-    match (header(headers, header::ORIGIN), header(headers, header::REFERER)) {
+    match (
+        header(headers, header::ORIGIN),
+        header(headers, header::REFERER),
+    ) {
         (Some(origin), _) => site.allows_origin(origin),
         (None, Some(referer)) => site.allows_origin(referer),
         (None, None) => true,
@@ -357,7 +453,10 @@ pub fn decode_envelope(body: &[u8]) -> Result<Batch, Rejection> {
     let batch: Batch = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let inner = e.inner();
         let path = e.path().to_string();
-        let field = if ["site", "consent", "visitor_id", "sent_at", "events"].iter().any(|f| path.starts_with(f)) {
+        let field = if ["site", "consent", "visitor_id", "sent_at", "events"]
+            .iter()
+            .any(|f| path.starts_with(f))
+        {
             path.split(['.', '[']).next().unwrap_or_default().to_owned()
         } else {
             "body".to_owned()
@@ -368,8 +467,13 @@ pub fn decode_envelope(body: &[u8]) -> Result<Batch, Rejection> {
             Some(m) if m.starts_with("missing field") => m.to_owned(),
             _ => validate::json_error_class(inner).to_owned(),
         };
-        Rejection::Malformed(format!("invalid json at line {} column {}: {field}: {class}", inner.line(), inner.column()))
+        Rejection::Malformed(format!(
+            "invalid json at line {} column {}: {field}: {class}",
+            inner.line(),
+            inner.column()
+        ))
     })?;
-    de.end().map_err(|_| Rejection::Malformed("trailing data after the json body".into()))?;
+    de.end()
+        .map_err(|_| Rejection::Malformed("trailing data after the json body".into()))?;
     Ok(batch)
 }

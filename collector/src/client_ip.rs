@@ -41,14 +41,24 @@ mod tests {
     fn believes_only_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
         // Untrusted peer: header ignored, even if forged.
-        assert_eq!(client_ip(ip("198.51.100.1"), Some("1.2.3.4"), &trusted), ip("198.51.100.1"));
+        assert_eq!(
+            client_ip(ip("198.51.100.1"), Some("1.2.3.4"), &trusted),
+            ip("198.51.100.1")
+        );
         // Trusted peer: right-most untrusted entry.
         assert_eq!(
-            client_ip(ip("10.0.0.2"), Some("1.2.3.4, 203.0.113.9, 10.0.0.7"), &trusted),
+            client_ip(
+                ip("10.0.0.2"),
+                Some("1.2.3.4, 203.0.113.9, 10.0.0.7"),
+                &trusted
+            ),
             ip("203.0.113.9")
         );
         // Garbage stops the walk.
-        assert_eq!(client_ip(ip("10.0.0.2"), Some("junk, 10.0.0.7"), &trusted), ip("10.0.0.7"));
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some("junk, 10.0.0.7"), &trusted),
+            ip("10.0.0.7")
+        );
         assert_eq!(client_ip(ip("10.0.0.2"), None, &trusted), ip("10.0.0.2"));
     }
 }

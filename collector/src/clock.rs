@@ -152,7 +152,10 @@ mod tests {
             assert_eq!(p.flags, vec![flag], "{ts}");
         }
         let huge: serde_json::Number = serde_json::from_str("1e300").expect("number");
-        assert_eq!(place(NOW, None, Some(&huge), RULES).flags, vec![TimeFlag::Invalid]);
+        assert_eq!(
+            place(NOW, None, Some(&huge), RULES).flags,
+            vec![TimeFlag::Invalid]
+        );
     }
 
     #[test]

@@ -19,9 +19,9 @@ use crate::sites::Sites;
 
 /// The smallest transparent 1×1 GIF.
 pub const GIF: &[u8] = &[
-    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff,
-    0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00,
-    0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
 fn raw(value: Value) -> Box<RawValue> {
@@ -44,7 +44,10 @@ pub fn pixel(query: &str, referer: Option<&str>) -> Result<Envelope, Rejection> 
             "id" => drop(event.insert("id".into(), v)),
             "title" => drop(event.insert("title".into(), v)),
             "ts" => {
-                let n = v.as_str().and_then(|s| s.parse::<i64>().ok()).map_or(v, Value::from);
+                let n = v
+                    .as_str()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .map_or(v, Value::from);
                 event.insert("ts".into(), n);
             }
             key => {
@@ -54,8 +57,11 @@ pub fn pixel(query: &str, referer: Option<&str>) -> Result<Envelope, Rejection> 
             }
         }
     }
-    let site = site.ok_or_else(|| Rejection::Malformed("missing query parameter s (site)".into()))?;
-    event.entry("type").or_insert_with(|| Value::from("pageview"));
+    let site =
+        site.ok_or_else(|| Rejection::Malformed("missing query parameter s (site)".into()))?;
+    event
+        .entry("type")
+        .or_insert_with(|| Value::from("pageview"));
     if let Some(referer) = referer {
         event.entry("url").or_insert_with(|| Value::from(referer));
     }
@@ -87,7 +93,10 @@ struct PlausibleEvent {
 /// first of Plausible's comma-separated domains that is a registered host).
 pub fn plausible(body: &[u8], sites: &Sites) -> Result<Envelope, Rejection> {
     let ev: PlausibleEvent = serde_json::from_slice(body).map_err(|e| {
-        Rejection::Malformed(format!("invalid plausible event: {}", crate::validate::json_error_class(&e)))
+        Rejection::Malformed(format!(
+            "invalid plausible event: {}",
+            crate::validate::json_error_class(&e)
+        ))
     })?;
     let site = ev
         .domain
@@ -125,8 +134,11 @@ mod tests {
 
     #[test]
     fn pixel_query_becomes_an_event() {
-        let env = pixel("s=shop&t=custom&n=email_open&p.campaign=nov&ts=1764426000000", Some("https://shop.example/x"))
-            .expect("envelope");
+        let env = pixel(
+            "s=shop&t=custom&n=email_open&p.campaign=nov&ts=1764426000000",
+            Some("https://shop.example/x"),
+        )
+        .expect("envelope");
         assert_eq!(env.site, "shop");
         let ev: Value = serde_json::from_str(env.events[0].get()).expect("json");
         assert_eq!(ev["type"], "custom");
@@ -139,7 +151,11 @@ mod tests {
 
     #[test]
     fn plausible_domain_selects_the_site() {
-        let sites = Sites::new(&[SiteConfig { id: "shop".into(), hosts: vec!["shop.example".into()] }]).expect("sites");
+        let sites = Sites::new(&[SiteConfig {
+            id: "shop".into(),
+            hosts: vec!["shop.example".into()],
+        }])
+        .expect("sites");
         let env = plausible(br#"{"name":"signup","url":"https://shop.example/a","domain":"other.example,shop.example"}"#, &sites)
             .expect("envelope");
         assert_eq!(env.site, "shop");
@@ -147,7 +163,11 @@ mod tests {
         assert_eq!(ev["type"], "custom");
         assert_eq!(ev["name"], "signup");
         assert_eq!(
-            plausible(br#"{"name":"pageview","url":"https://x.example/","domain":"x.example"}"#, &sites).map(|_| ()),
+            plausible(
+                br#"{"name":"pageview","url":"https://x.example/","domain":"x.example"}"#,
+                &sites
+            )
+            .map(|_| ()),
             Err(Rejection::UnknownSite)
         );
     }

@@ -25,14 +25,19 @@ impl GeoLookup {
             path: path.to_owned(),
             source,
         })?;
-        Ok(Self { reader: Some(reader) })
+        Ok(Self {
+            reader: Some(reader),
+        })
     }
 
     pub fn lookup(&self, ip: IpAddr) -> Geo {
         let Some(reader) = &self.reader else {
             return Geo::default();
         };
-        let city: Option<geoip2::City> = reader.lookup(ip).ok().and_then(|r| r.decode().ok().flatten());
+        let city: Option<geoip2::City> = reader
+            .lookup(ip)
+            .ok()
+            .and_then(|r| r.decode().ok().flatten());
         let Some(city) = city else {
             return Geo::default();
         };

@@ -4,11 +4,14 @@
 //! the result.
 
 use serde_json::value::RawValue;
+use spur_schemas::ReasonCode;
 use spur_schemas::dead_letter::DeadLetter;
 use spur_schemas::kafka::record_key;
-use spur_schemas::record::{Agent, EventRecord, EventType, Geo, Payload, PrivacySignals, SCHEMA_VERSION, Visitor, VisitorKind};
+use spur_schemas::record::{
+    Agent, EventRecord, EventType, Geo, Payload, PrivacySignals, SCHEMA_VERSION, Visitor,
+    VisitorKind,
+};
 use spur_schemas::wire::ConsentFlags;
-use spur_schemas::ReasonCode;
 
 use crate::clock::{self, ClockRules};
 use crate::config::DntPolicy;
@@ -21,7 +24,11 @@ use crate::validate::{self, Rules};
 ///
 /// Absent flags mean no consent. `Sec-GPC: 1` removes the marketing purpose, and so
 /// does `DNT: 1` under [`DntPolicy::NoMarketing`].
-pub fn resolve_consent(flags: Option<ConsentFlags>, signals: PrivacySignals, dnt: DntPolicy) -> Option<ConsentFlags> {
+pub fn resolve_consent(
+    flags: Option<ConsentFlags>,
+    signals: PrivacySignals,
+    dnt: DntPolicy,
+) -> Option<ConsentFlags> {
     if signals.dnt && dnt == DntPolicy::Drop {
         return None;
     }
@@ -84,10 +91,12 @@ impl Item {
 /// whom it concerns); otherwise the cookieless id.
 fn visitor(ctx: &Context<'_>, payload: &Payload) -> Visitor {
     match &ctx.persistent_id {
-        Some(id) if ctx.consent.analytics || payload.event_type() == EventType::Consent => Visitor {
-            kind: VisitorKind::Persistent,
-            id: id.clone(),
-        },
+        Some(id) if ctx.consent.analytics || payload.event_type() == EventType::Consent => {
+            Visitor {
+                kind: VisitorKind::Persistent,
+                id: id.clone(),
+            }
+        }
         _ => Visitor {
             kind: VisitorKind::Cookieless,
             id: ctx.cookieless_id.clone(),
@@ -96,7 +105,12 @@ fn visitor(ctx: &Context<'_>, payload: &Payload) -> Visitor {
 }
 
 /// Validates and assembles every event of a request.
-pub fn build(ctx: &Context<'_>, events: &[Box<RawValue>], rules: &Rules, clock_rules: ClockRules) -> Vec<Item> {
+pub fn build(
+    ctx: &Context<'_>,
+    events: &[Box<RawValue>],
+    rules: &Rules,
+    clock_rules: ClockRules,
+) -> Vec<Item> {
     events
         .iter()
         .enumerate()
@@ -104,7 +118,12 @@ pub fn build(ctx: &Context<'_>, events: &[Box<RawValue>], rules: &Rules, clock_r
             let bytes = raw.get().as_bytes();
             match validate::validate(bytes, ctx.site, rules) {
                 Ok(ev) => {
-                    let placement = clock::place(ctx.received_at, ctx.sent_at.as_ref(), ev.ts.as_ref(), clock_rules);
+                    let placement = clock::place(
+                        ctx.received_at,
+                        ctx.sent_at.as_ref(),
+                        ev.ts.as_ref(),
+                        clock_rules,
+                    );
                     Item::Event(Box::new(EventRecord {
                         v: SCHEMA_VERSION,
                         event_id: ev.id.unwrap_or_else(new_event_id),
@@ -154,27 +173,49 @@ mod tests {
 
     #[test]
     fn consent_signals() {
-        let all = Some(ConsentFlags { analytics: true, marketing: true });
+        let all = Some(ConsentFlags {
+            analytics: true,
+            marketing: true,
+        });
         let none = PrivacySignals::default();
-        let gpc = PrivacySignals { gpc: true, dnt: false };
-        let dnt = PrivacySignals { gpc: false, dnt: true };
-        assert_eq!(resolve_consent(None, none, DntPolicy::Ignore), Some(ConsentFlags::default()));
+        let gpc = PrivacySignals {
+            gpc: true,
+            dnt: false,
+        };
+        let dnt = PrivacySignals {
+            gpc: false,
+            dnt: true,
+        };
+        assert_eq!(
+            resolve_consent(None, none, DntPolicy::Ignore),
+            Some(ConsentFlags::default())
+        );
         assert_eq!(resolve_consent(all, none, DntPolicy::Ignore), all);
         assert_eq!(
             resolve_consent(all, gpc, DntPolicy::Ignore),
-            Some(ConsentFlags { analytics: true, marketing: false })
+            Some(ConsentFlags {
+                analytics: true,
+                marketing: false
+            })
         );
         assert_eq!(resolve_consent(all, dnt, DntPolicy::Ignore), all);
         assert_eq!(
             resolve_consent(all, dnt, DntPolicy::NoMarketing),
-            Some(ConsentFlags { analytics: true, marketing: false })
+            Some(ConsentFlags {
+                analytics: true,
+                marketing: false
+            })
         );
         assert_eq!(resolve_consent(all, dnt, DntPolicy::Drop), None);
     }
 
     #[test]
     fn persistent_id_only_with_analytics_consent() {
-        let sites = Sites::new(&[SiteConfig { id: "shop".into(), hosts: vec!["shop.example".into()] }]).expect("sites");
+        let sites = Sites::new(&[SiteConfig {
+            id: "shop".into(),
+            hosts: vec!["shop.example".into()],
+        }])
+        .expect("sites");
         let mut ctx = Context {
             site: sites.get("shop").expect("site"),
             received_at: 1_764_426_000_000,
@@ -194,17 +235,46 @@ mod tests {
         .iter()
         .map(|s| RawValue::from_string((*s).to_owned()).expect("json"))
         .collect();
-        let rules = Rules { max_event_bytes: 4096, allowed_query_params: vec![] };
-        let clock_rules = ClockRules { skew_tolerance: Duration::from_secs(60), max_age: Duration::from_secs(3600) };
+        let rules = Rules {
+            max_event_bytes: 4096,
+            allowed_query_params: vec![],
+        };
+        let clock_rules = ClockRules {
+            skew_tolerance: Duration::from_secs(60),
+            max_age: Duration::from_secs(3600),
+        };
         let kinds = |items: &[Item]| -> Vec<Option<VisitorKind>> {
-            items.iter().map(|i| match i { Item::Event(r) => Some(r.visitor.kind), Item::Dead(_) => None }).collect()
+            items
+                .iter()
+                .map(|i| match i {
+                    Item::Event(r) => Some(r.visitor.kind),
+                    Item::Dead(_) => None,
+                })
+                .collect()
         };
         let without = build(&ctx, &events, &rules, clock_rules);
-        assert_eq!(kinds(&without), vec![Some(VisitorKind::Cookieless), Some(VisitorKind::Persistent), None]);
-        assert_eq!(without[2].dead_letter_reason(), Some(ReasonCode::MissingField));
+        assert_eq!(
+            kinds(&without),
+            vec![
+                Some(VisitorKind::Cookieless),
+                Some(VisitorKind::Persistent),
+                None
+            ]
+        );
+        assert_eq!(
+            without[2].dead_letter_reason(),
+            Some(ReasonCode::MissingField)
+        );
         ctx.consent.analytics = true;
         let with = build(&ctx, &events, &rules, clock_rules);
-        assert_eq!(kinds(&with), vec![Some(VisitorKind::Persistent), Some(VisitorKind::Persistent), None]);
+        assert_eq!(
+            kinds(&with),
+            vec![
+                Some(VisitorKind::Persistent),
+                Some(VisitorKind::Persistent),
+                None
+            ]
+        );
         match &with[0] {
             Item::Event(r) => assert_eq!(r.event_id.len(), 32),
             Item::Dead(_) => panic!("accepted"),

@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use metrics::{Label, Recorder};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 use spur_schemas::{DropReason, ReasonCode};
 
 pub const EVENTS_RECEIVED: &str = "spur_collector_events_received_total";
@@ -40,7 +42,10 @@ impl Default for Metrics {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 Matcher::Full(REQUEST_DURATION.to_owned()),
-                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ],
             )
             .expect("bucket list is not empty")
             .build_recorder();
@@ -55,11 +60,24 @@ impl Metrics {
     fn describe(&self) {
         metrics::with_local_recorder(&self.recorder, || {
             metrics::describe_counter!(EVENTS_RECEIVED, "Events in decoded request envelopes.");
-            metrics::describe_counter!(EVENTS_ACCEPTED, "Events acknowledged by the broker on the events topic.");
-            metrics::describe_counter!(EVENTS_DEAD_LETTERED, "Events acknowledged on the dead-letter topic, by reason.");
-            metrics::describe_counter!(EVENTS_DROPPED, "Received events neither accepted nor dead-lettered, by reason.");
+            metrics::describe_counter!(
+                EVENTS_ACCEPTED,
+                "Events acknowledged by the broker on the events topic."
+            );
+            metrics::describe_counter!(
+                EVENTS_DEAD_LETTERED,
+                "Events acknowledged on the dead-letter topic, by reason."
+            );
+            metrics::describe_counter!(
+                EVENTS_DROPPED,
+                "Received events neither accepted nor dead-lettered, by reason."
+            );
             metrics::describe_counter!(REQUESTS, "HTTP requests by endpoint and status.");
-            metrics::describe_histogram!(REQUEST_DURATION, metrics::Unit::Seconds, "HTTP request latency.");
+            metrics::describe_histogram!(
+                REQUEST_DURATION,
+                metrics::Unit::Seconds,
+                "HTTP request latency."
+            );
             metrics::describe_gauge!(BROKER_UP, "1 when the broker answered the last probe.");
             metrics::describe_gauge!(OPEN_CONNECTIONS, "Open client connections.");
         });
@@ -75,35 +93,57 @@ impl Metrics {
     }
 
     pub fn received(&self, site: &str, n: u64) {
-        self.counter(EVENTS_RECEIVED, vec![Label::new("site", site.to_owned())], n);
+        self.counter(
+            EVENTS_RECEIVED,
+            vec![Label::new("site", site.to_owned())],
+            n,
+        );
     }
 
     pub fn accepted(&self, site: &str, n: u64) {
-        self.counter(EVENTS_ACCEPTED, vec![Label::new("site", site.to_owned())], n);
+        self.counter(
+            EVENTS_ACCEPTED,
+            vec![Label::new("site", site.to_owned())],
+            n,
+        );
     }
 
     pub fn dead_lettered(&self, site: &str, reason: ReasonCode, n: u64) {
-        let labels = vec![Label::new("site", site.to_owned()), Label::new("reason", reason.as_str())];
+        let labels = vec![
+            Label::new("site", site.to_owned()),
+            Label::new("reason", reason.as_str()),
+        ];
         self.counter(EVENTS_DEAD_LETTERED, labels, n);
     }
 
     pub fn dropped(&self, site: &str, reason: DropReason, n: u64) {
-        let labels = vec![Label::new("site", site.to_owned()), Label::new("reason", reason.as_str())];
+        let labels = vec![
+            Label::new("site", site.to_owned()),
+            Label::new("reason", reason.as_str()),
+        ];
         self.counter(EVENTS_DROPPED, labels, n);
     }
 
     pub fn request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
-        let labels = vec![Label::new("endpoint", endpoint), Label::new("status", status.to_string())];
+        let labels = vec![
+            Label::new("endpoint", endpoint),
+            Label::new("status", status.to_string()),
+        ];
         self.counter(REQUESTS, labels, 1);
-        let key = metrics::Key::from_parts(REQUEST_DURATION, vec![Label::new("endpoint", endpoint)]);
+        let key =
+            metrics::Key::from_parts(REQUEST_DURATION, vec![Label::new("endpoint", endpoint)]);
         let meta = metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
-        self.recorder.register_histogram(&key, &meta).record(elapsed.as_secs_f64());
+        self.recorder
+            .register_histogram(&key, &meta)
+            .record(elapsed.as_secs_f64());
     }
 
     pub fn broker_up(&self, up: bool) {
         let key = metrics::Key::from_name(BROKER_UP);
         let meta = metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
-        self.recorder.register_gauge(&key, &meta).set(if up { 1.0 } else { 0.0 });
+        self.recorder
+            .register_gauge(&key, &meta)
+            .set(if up { 1.0 } else { 0.0 });
     }
 
     pub fn connections(&self, delta: f64) {

@@ -15,25 +15,40 @@ pub type Body = Full<Bytes>;
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        limit: usize,
+    },
     BodyTimeout,
     BodyUnreadable,
     UnsupportedMediaType,
     Malformed(String),
     UnknownSite,
     OriginNotAllowed,
-    BatchTooLarge { limit: usize },
-    BrokerUnavailable { retry_after: Duration },
-    NotAcknowledged { accepted: usize, retry_after: Duration },
-    ShuttingDown { retry_after: Duration },
+    BatchTooLarge {
+        limit: usize,
+    },
+    BrokerUnavailable {
+        retry_after: Duration,
+    },
+    NotAcknowledged {
+        accepted: usize,
+        retry_after: Duration,
+    },
+    ShuttingDown {
+        retry_after: Duration,
+    },
     NotFound,
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed {
+        allow: &'static str,
+    },
 }
 
 impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
-            Rejection::BodyTooLarge { .. } | Rejection::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BodyTooLarge { .. } | Rejection::BatchTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::BodyUnreadable | Rejection::Malformed(_) => StatusCode::BAD_REQUEST,
             Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -48,25 +63,46 @@ impl Rejection {
 
     fn code_and_message(&self) -> (&'static str, String) {
         match self {
-            Rejection::BodyTooLarge { limit } => ("body_too_large", format!("request body exceeds {limit} bytes")),
+            Rejection::BodyTooLarge { limit } => (
+                "body_too_large",
+                format!("request body exceeds {limit} bytes"),
+            ),
             Rejection::BodyTimeout => ("body_timeout", "request body not received in time".into()),
-            Rejection::BodyUnreadable => ("body_unreadable", "request body could not be read".into()),
+            Rejection::BodyUnreadable => {
+                ("body_unreadable", "request body could not be read".into())
+            }
             Rejection::UnsupportedMediaType => (
                 "unsupported_media_type",
                 "content-type must be application/json or text/plain".into(),
             ),
             Rejection::Malformed(why) => ("malformed", why.clone()),
             Rejection::UnknownSite => ("unknown_site", "site is not registered".into()),
-            Rejection::OriginNotAllowed => ("origin_not_allowed", "origin is not a registered host of the site".into()),
-            Rejection::BatchTooLarge { limit } => ("batch_too_large", format!("more than {limit} events in one request")),
-            Rejection::BrokerUnavailable { .. } => ("broker_unavailable", "events cannot be stored right now; retry later".into()),
+            Rejection::OriginNotAllowed => (
+                "origin_not_allowed",
+                "origin is not a registered host of the site".into(),
+            ),
+            Rejection::BatchTooLarge { limit } => (
+                "batch_too_large",
+                format!("more than {limit} events in one request"),
+            ),
+            Rejection::BrokerUnavailable { .. } => (
+                "broker_unavailable",
+                "events cannot be stored right now; retry later".into(),
+            ),
             Rejection::NotAcknowledged { accepted, .. } => (
                 "not_acknowledged",
-                format!("{accepted} events were stored, the rest were not acknowledged in time; retry the request"),
+                format!(
+                    "{accepted} events were stored, the rest were not acknowledged in time; retry the request"
+                ),
             ),
-            Rejection::ShuttingDown { .. } => ("shutting_down", "collector is shutting down; retry later".into()),
+            Rejection::ShuttingDown { .. } => (
+                "shutting_down",
+                "collector is shutting down; retry later".into(),
+            ),
             Rejection::NotFound => ("not_found", "no such endpoint".into()),
-            Rejection::MethodNotAllowed { .. } => ("method_not_allowed", "method not allowed here".into()),
+            Rejection::MethodNotAllowed { .. } => {
+                ("method_not_allowed", "method not allowed here".into())
+            }
         }
     }
 
@@ -79,7 +115,10 @@ impl Rejection {
             Rejection::BrokerUnavailable { retry_after }
             | Rejection::NotAcknowledged { retry_after, .. }
             | Rejection::ShuttingDown { retry_after } => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after.as_secs().max(1)),
+                );
             }
             Rejection::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -97,26 +136,44 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<B
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }
 
-pub fn text_response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+pub fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }
 
 /// Reads a request body of at most `limit` bytes. A declared `Content-Length` over the
 /// limit is refused before reading; otherwise reading stops at the first chunk that
 /// takes the total past the limit, so at most one chunk past `limit` is ever held.
-pub async fn read_body<B>(body: B, declared: Option<u64>, limit: usize, timeout: Duration) -> Result<Bytes, Rejection>
+pub async fn read_body<B>(
+    body: B,
+    declared: Option<u64>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Rejection>
 where
     B: hyper::body::Body + Unpin,
     B::Data: Into<Bytes>,
@@ -139,7 +196,9 @@ where
         }
         Ok(buf.freeze())
     };
-    tokio::time::timeout(timeout, read).await.map_err(|_| Rejection::BodyTimeout)?
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| Rejection::BodyTimeout)?
 }
 
 #[cfg(test)]
@@ -149,19 +208,30 @@ mod tests {
 
     #[tokio::test]
     async fn limits_body_size() {
-        let ok = read_body(Full::new(Bytes::from_static(b"12345")), Some(5), 5, Duration::from_secs(1)).await;
+        let ok = read_body(
+            Full::new(Bytes::from_static(b"12345")),
+            Some(5),
+            5,
+            Duration::from_secs(1),
+        )
+        .await;
         assert_eq!(ok.expect("fits"), Bytes::from_static(b"12345"));
         let declared = read_body(Full::new(Bytes::new()), Some(6), 5, Duration::from_secs(1)).await;
         assert_eq!(declared, Err(Rejection::BodyTooLarge { limit: 5 }));
         // An endless body is refused once past the limit, not read to the end.
-        let endless = futures::stream::repeat_with(|| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(b"xx"))));
+        let endless = futures::stream::repeat_with(|| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(b"xx")))
+        });
         let refused = read_body(StreamBody::new(endless), None, 5, Duration::from_secs(5)).await;
         assert_eq!(refused, Err(Rejection::BodyTooLarge { limit: 5 }));
     }
 
     #[test]
     fn unavailable_answers_carry_retry_after() {
-        let response = Rejection::BrokerUnavailable { retry_after: Duration::from_secs(7) }.into_response();
+        let response = Rejection::BrokerUnavailable {
+            retry_after: Duration::from_secs(7),
+        }
+        .into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
     }

@@ -40,7 +40,9 @@ pub struct DailySalt {
 
 impl std::fmt::Debug for DailySalt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DailySalt").field("file", &self.file).finish_non_exhaustive()
+        f.debug_struct("DailySalt")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
     }
 }
 
@@ -106,7 +108,10 @@ impl DailySalt {
             }
             // Replacing drops the old `Zeroizing` salt, which zeroes it.
             *current = next;
-            tracing::info!(day = today, "rotated the cookieless-id salt; the previous one is destroyed");
+            tracing::info!(
+                day = today,
+                "rotated the cookieless-id salt; the previous one is destroyed"
+            );
         }
         digest(&current.salt, site, ip, user_agent)
     }
@@ -129,7 +134,12 @@ fn load(path: &Path) -> Result<Option<Current>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => Zeroizing::new(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(Error::Salt { path: path.to_owned(), source }),
+        Err(source) => {
+            return Err(Error::Salt {
+                path: path.to_owned(),
+                source,
+            });
+        }
     };
     let Ok(file) = serde_json::from_str::<SaltFile>(&text) else {
         return Ok(None);
@@ -139,13 +149,19 @@ fn load(path: &Path) -> Result<Option<Current>> {
     if hex::decode_to_slice(file_salt.as_bytes(), salt.as_mut()).is_err() {
         return Ok(None);
     }
-    Ok(Some(Current { day: file.day, salt }))
+    Ok(Some(Current {
+        day: file.day,
+        salt,
+    }))
 }
 
 /// Writes the salt file atomically (temporary file, then rename over the old one), so
 /// the previous day's salt is replaced in one step.
 fn store(path: &Path, current: &Current) -> Result<()> {
-    let err = |source| Error::Salt { path: path.to_owned(), source };
+    let err = |source| Error::Salt {
+        path: path.to_owned(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -218,6 +234,9 @@ mod tests {
         let after = std::fs::read_to_string(dir.path().join(FILE_NAME)).expect("file");
         assert_ne!(before, after, "rotation overwrites the stored salt");
         let next_day = DailySalt::new(Some(dir.path()), NOON + 2 * DAY_MS).expect("salt");
-        assert_ne!(id, next_day.cookieless_id("shop", ip(), "UA", NOON + 2 * DAY_MS));
+        assert_ne!(
+            id,
+            next_day.cookieless_id("shop", ip(), "UA", NOON + 2 * DAY_MS)
+        );
     }
 }

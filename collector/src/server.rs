@@ -19,14 +19,24 @@ use crate::config::Config;
 use crate::error::Result;
 
 /// Runs the collector on `listener` until `shutdown` resolves.
-pub async fn run(config: Config, kafka: KafkaSettings, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run(
+    config: Config,
+    kafka: KafkaSettings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let app = Arc::new(App::new(config, &kafka)?);
     serve(app, &kafka, listener, shutdown).await
 }
 
 /// Like [`run`], with an [`App`] the caller built (tests and benchmarks read its
 /// metrics).
-pub async fn serve(app: Arc<App>, kafka: &KafkaSettings, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn serve(
+    app: Arc<App>,
+    kafka: &KafkaSettings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let config = app.config.clone();
     if config.delivery.create_topics
         && let Err(e) = app.sink.ensure_topics(kafka, &config.delivery).await
@@ -92,8 +102,14 @@ pub async fn serve(app: Arc<App>, kafka: &KafkaSettings, listener: TcpListener, 
     app.begin_shutdown();
     drop(listener);
     let grace = config.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?grace, "in-flight requests did not finish within the grace period");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "in-flight requests did not finish within the grace period"
+        );
     }
     app.sink.flush(grace).await;
     let _ = stop_tx.send(true);

@@ -94,9 +94,18 @@ impl Sink {
             .set("enable.idempotence", "true")
             .set("compression.type", "lz4")
             .set("linger.ms", delivery.linger.as_millis().to_string())
-            .set("message.timeout.ms", delivery.ack_timeout.as_millis().max(1).to_string())
-            .set("queue.buffering.max.messages", delivery.max_queued_records.to_string())
-            .set("queue.buffering.max.kbytes", delivery.max_queued_kbytes.to_string());
+            .set(
+                "message.timeout.ms",
+                delivery.ack_timeout.as_millis().max(1).to_string(),
+            )
+            .set(
+                "queue.buffering.max.messages",
+                delivery.max_queued_records.to_string(),
+            )
+            .set(
+                "queue.buffering.max.kbytes",
+                delivery.max_queued_kbytes.to_string(),
+            );
         let producer: FutureProducer = config.create().map_err(Error::Kafka)?;
         Ok(Self {
             producer,
@@ -124,8 +133,14 @@ impl Sink {
             };
             let version = SCHEMA_VERSION.to_string();
             let headers = OwnedHeaders::new()
-                .insert(Header { key: HEADER_SCHEMA, value: Some(version.as_str()) })
-                .insert(Header { key: HEADER_CONTENT_TYPE, value: Some("application/json") });
+                .insert(Header {
+                    key: HEADER_SCHEMA,
+                    value: Some(version.as_str()),
+                })
+                .insert(Header {
+                    key: HEADER_CONTENT_TYPE,
+                    value: Some("application/json"),
+                });
             let fr = FutureRecord::to(topic)
                 .key(record.key.as_bytes())
                 .payload(&record.payload)
@@ -151,7 +166,10 @@ impl Sink {
             }
         });
         let results = join_all(waits).await;
-        if results.iter().any(|r| matches!(r, Err(SendFailure::Timeout | SendFailure::Refused(_)))) {
+        if results
+            .iter()
+            .any(|r| matches!(r, Err(SendFailure::Timeout | SendFailure::Refused(_))))
+        {
             self.up.store(false, Ordering::Relaxed);
         }
         results
@@ -159,9 +177,14 @@ impl Sink {
 
     /// Creates the events and dead-letter topics when missing.
     pub async fn ensure_topics(&self, kafka: &KafkaSettings, delivery: &Delivery) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> = client_config(kafka).create().map_err(Error::Kafka)?;
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(kafka).create().map_err(Error::Kafka)?;
         let topics = [
-            NewTopic::new(&kafka.topics.events, delivery.topic_partitions, TopicReplication::Fixed(delivery.topic_replication)),
+            NewTopic::new(
+                &kafka.topics.events,
+                delivery.topic_partitions,
+                TopicReplication::Fixed(delivery.topic_replication),
+            ),
             NewTopic::new(
                 &kafka.topics.dead_letter,
                 delivery.topic_partitions.min(3),
@@ -169,12 +192,17 @@ impl Sink {
             ),
         ];
         let options = AdminOptions::new().operation_timeout(Some(delivery.ack_timeout));
-        let results = admin.create_topics(&topics, &options).await.map_err(Error::Kafka)?;
+        let results = admin
+            .create_topics(&topics, &options)
+            .await
+            .map_err(Error::Kafka)?;
         for result in results {
             match result {
                 Ok(topic) => tracing::info!(topic, "created topic"),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => tracing::warn!(topic, error = %code, "could not create topic"),
+                Err((topic, code)) => {
+                    tracing::warn!(topic, error = %code, "could not create topic")
+                }
             }
         }
         Ok(())
@@ -182,7 +210,12 @@ impl Sink {
 
     /// Probes the broker every `interval` until `stop` resolves, keeping `is_up` and the
     /// `spur_collector_broker_up` gauge current.
-    pub async fn probe_loop(&self, interval: Duration, metrics: Arc<Metrics>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn probe_loop(
+        &self,
+        interval: Duration,
+        metrics: Arc<Metrics>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
             let producer = self.producer.clone();
             let topic = self.events_topic.clone();
@@ -191,7 +224,11 @@ impl Sink {
                 producer
                     .client()
                     .fetch_metadata(Some(&topic), timeout)
-                    .map(|md| md.topics().iter().any(|t| t.error().is_none() && !t.partitions().is_empty()))
+                    .map(|md| {
+                        md.topics()
+                            .iter()
+                            .any(|t| t.error().is_none() && !t.partitions().is_empty())
+                    })
                     .unwrap_or(false)
             })
             .await

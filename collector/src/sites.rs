@@ -18,7 +18,7 @@ impl Site {
     /// Whether `host` (a URL host, any case, without port) is one of the site's hosts.
     pub fn allows_host(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.exact.iter().any(|h| *h == host)
+        self.exact.contains(&host)
             || self
                 .wildcard
                 .iter()
@@ -84,7 +84,10 @@ impl Sites {
                 }
             }
             if by_id.insert(config.id.clone(), site).is_some() {
-                return Err(Error::Config(format!("site {} is registered twice", config.id)));
+                return Err(Error::Config(format!(
+                    "site {} is registered twice",
+                    config.id
+                )));
             }
         }
         Ok(Self { by_id })
@@ -138,12 +141,21 @@ mod tests {
         assert!(shop.allows_origin("https://shop.example:8443/x"));
         assert!(!shop.allows_origin("https://evil.example"));
         assert!(!shop.allows_origin("null"));
-        assert_eq!(sites.by_host("a.blog.example").map(|s| s.id.as_str()), Some("shop"));
+        assert_eq!(
+            sites.by_host("a.blog.example").map(|s| s.id.as_str()),
+            Some("shop")
+        );
     }
 
     #[test]
     fn refuses_bad_site_config() {
-        for (id, host) in [("", "a"), ("a b", "a"), ("ok", "*"), ("ok", "a/b"), ("ok", "")] {
+        for (id, host) in [
+            ("", "a"),
+            ("a b", "a"),
+            ("ok", "*"),
+            ("ok", "a/b"),
+            ("ok", ""),
+        ] {
             let config = SiteConfig {
                 id: id.into(),
                 hosts: vec![host.into()],

@@ -65,7 +65,8 @@ impl Default for Tracker {
     fn default() -> Self {
         let body = minify(SOURCE);
         let digest = Sha256::digest(body.as_bytes());
-        let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..8]))).expect("hex is a valid header");
+        let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..8])))
+            .expect("hex is a valid header");
         Self {
             body: Bytes::from(body),
             etag,
@@ -80,15 +81,31 @@ impl Tracker {
 
     pub fn serve(&self, request: &HeaderMap) -> Response<Body> {
         if request.get(header::IF_NONE_MATCH) == Some(&self.etag) {
-            let mut response = text_response(StatusCode::NOT_MODIFIED, "application/javascript", Bytes::new());
-            response.headers_mut().insert(header::ETAG, self.etag.clone());
+            let mut response = text_response(
+                StatusCode::NOT_MODIFIED,
+                "application/javascript",
+                Bytes::new(),
+            );
+            response
+                .headers_mut()
+                .insert(header::ETAG, self.etag.clone());
             return response;
         }
-        let mut response = text_response(StatusCode::OK, "application/javascript; charset=utf-8", self.body.clone());
+        let mut response = text_response(
+            StatusCode::OK,
+            "application/javascript; charset=utf-8",
+            self.body.clone(),
+        );
         let headers = response.headers_mut();
         headers.insert(header::ETAG, self.etag.clone());
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
         response
     }
 }
@@ -108,15 +125,24 @@ mod tests {
         let tracker = Tracker::default();
         let body = std::str::from_utf8(tracker.body()).expect("utf-8");
         assert!(body.len() < 2400, "tracker grew to {} bytes", body.len());
-        assert!(!body.lines().any(|l| l.starts_with("//")), "comments are stripped");
-        assert!(!body.contains("document.cookie"), "the tracker never sets cookies");
+        assert!(
+            !body.lines().any(|l| l.starts_with("//")),
+            "comments are stripped"
+        );
+        assert!(
+            !body.contains("document.cookie"),
+            "the tracker never sets cookies"
+        );
         // Every storage write sits behind the analytics-consent branch.
         let writes: Vec<_> = body.match_indices("setItem").map(|(i, _)| i).collect();
         let guard = body.find("if(an){").expect("the analytics-consent branch");
         let guard_end = guard + body[guard..].find('}').expect("branch end");
         assert!(!writes.is_empty());
         for at in writes {
-            assert!(at > guard && at < guard_end, "storage write outside the consent branch at {at}");
+            assert!(
+                at > guard && at < guard_end,
+                "storage write outside the consent branch at {at}"
+            );
         }
     }
 }

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use spur_schemas::ReasonCode;
 use spur_schemas::record::{EventType, Page, Payload};
 use spur_schemas::wire::{ConsentEvidence, WireEvent};
-use spur_schemas::ReasonCode;
 
 use crate::sites::Site;
 
@@ -26,8 +26,22 @@ pub const PURPOSES: [&str; 2] = ["analytics", "marketing"];
 
 /// Fields of [`WireEvent`]; anything else in an error path is reported as `event`.
 const FIELDS: [&str; 16] = [
-    "type", "id", "ts", "url", "referrer", "title", "topics", "engaged_ms", "scroll_pct",
-    "email", "form", "evidence", "purposes", "name", "props", "event",
+    "type",
+    "id",
+    "ts",
+    "url",
+    "referrer",
+    "title",
+    "topics",
+    "engaged_ms",
+    "scroll_pct",
+    "email",
+    "form",
+    "evidence",
+    "purposes",
+    "name",
+    "props",
+    "event",
 ];
 
 /// Why an event was refused.
@@ -73,7 +87,9 @@ pub struct Rules {
 /// `[A-Za-z0-9_-]`.
 pub fn valid_id(id: &str) -> bool {
     (8..=64).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The error class of a serde_json error, without the offending value.
@@ -91,7 +107,11 @@ pub fn validate(raw: &[u8], site: &Site, rules: &Rules) -> Result<ValidEvent, Re
     if raw.len() > rules.max_event_bytes {
         return Err(Refusal::new(
             ReasonCode::Size,
-            format!("event of {} bytes exceeds {}", raw.len(), rules.max_event_bytes),
+            format!(
+                "event of {} bytes exceeds {}",
+                raw.len(),
+                rules.max_event_bytes
+            ),
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(raw);
@@ -116,23 +136,36 @@ pub fn validate(raw: &[u8], site: &Site, rules: &Rules) -> Result<ValidEvent, Re
     })?;
     let id = match wire.id.as_deref() {
         Some(id) if valid_id(id) => Some(id.to_owned()),
-        Some(_) => return Err(Refusal::new(ReasonCode::InvalidField, "id: not 8-64 of [A-Za-z0-9_-]")),
+        Some(_) => {
+            return Err(Refusal::new(
+                ReasonCode::InvalidField,
+                "id: not 8-64 of [A-Za-z0-9_-]",
+            ));
+        }
         None => None,
     };
     let Some(kind) = wire.kind.as_deref() else {
-        return Err(with_id(Refusal::new(ReasonCode::MissingField, "type"), &id, None));
+        return Err(with_id(
+            Refusal::new(ReasonCode::MissingField, "type"),
+            &id,
+            None,
+        ));
     };
     let Some(kind) = EventType::parse(kind) else {
-        return Err(with_id(Refusal::new(ReasonCode::UnknownType, "type"), &id, None));
+        return Err(with_id(
+            Refusal::new(ReasonCode::UnknownType, "type"),
+            &id,
+            None,
+        ));
     };
-    validate_typed(wire, kind, site, rules).map_err(|r| with_id(r, &id, Some(kind))).map(
-        |(page, payload, ts)| ValidEvent {
+    validate_typed(wire, kind, site, rules)
+        .map_err(|r| with_id(r, &id, Some(kind)))
+        .map(|(page, payload, ts)| ValidEvent {
             id,
             ts,
             page,
             payload,
-        },
-    )
+        })
 }
 
 fn with_id(mut r: Refusal, id: &Option<String>, kind: Option<EventType>) -> Refusal {
@@ -151,7 +184,12 @@ fn invalid(field: &str, why: &str) -> Refusal {
 
 type Typed = (Option<Page>, Payload, Option<serde_json::Number>);
 
-fn validate_typed(wire: WireEvent, kind: EventType, site: &Site, rules: &Rules) -> Result<Typed, Refusal> {
+fn validate_typed(
+    wire: WireEvent,
+    kind: EventType,
+    site: &Site,
+    rules: &Rules,
+) -> Result<Typed, Refusal> {
     let needs_page = matches!(kind, EventType::Pageview | EventType::Engagement);
     let page = match wire.url.as_deref() {
         Some(url) => Some(page(url, &wire, site, rules)?),
@@ -217,7 +255,10 @@ fn page(raw: &str, wire: &WireEvent, site: &Site, rules: &Rules) -> Result<Page,
     }
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     if !site.allows_host(&host) {
-        return Err(Refusal::new(ReasonCode::HostNotAllowed, "url: host not registered for the site"));
+        return Err(Refusal::new(
+            ReasonCode::HostNotAllowed,
+            "url: host not registered for the site",
+        ));
     }
     let kept: Vec<(String, String)> = url
         .query_pairs()
@@ -237,7 +278,10 @@ fn page(raw: &str, wire: &WireEvent, site: &Site, rules: &Rules) -> Result<Page,
         url: url.to_string(),
         host,
         referrer: wire.referrer.as_deref().and_then(referrer),
-        title: wire.title.as_deref().map(|t| t.chars().take(MAX_TITLE_CHARS).collect()),
+        title: wire
+            .title
+            .as_deref()
+            .map(|t| t.chars().take(MAX_TITLE_CHARS).collect()),
         topics,
     })
 }
@@ -255,7 +299,12 @@ fn referrer(raw: &str) -> Option<String> {
     if !matches!(url.scheme(), "http" | "https") || raw.len() > MAX_URL {
         return None;
     }
-    Some(format!("{}://{}{}", url.scheme(), url.host_str()?, url.path()))
+    Some(format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str()?,
+        url.path()
+    ))
 }
 
 fn topics(raw: Option<&[String]>) -> Result<Vec<String>, Refusal> {
@@ -295,7 +344,8 @@ fn short_name(field: &str, raw: Option<&str>) -> Result<Option<String>, Refusal>
         None => Ok(None),
         Some(s)
             if (1..=MAX_NAME).contains(&s.len())
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-/ ".contains(&b)) =>
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.:-/ ".contains(&b)) =>
         {
             Ok(Some(s.to_owned()))
         }
@@ -309,7 +359,10 @@ fn evidence(raw: Option<ConsentEvidence>) -> Result<Option<ConsentEvidence>, Ref
         return Err(invalid("evidence", "unknown purpose"));
     }
     let texts = [&e.text, &e.text_id, &e.policy_version, &e.policy_url];
-    if texts.iter().any(|t| t.as_ref().is_some_and(|t| t.len() > MAX_EVIDENCE_TEXT)) {
+    if texts
+        .iter()
+        .any(|t| t.as_ref().is_some_and(|t| t.len() > MAX_EVIDENCE_TEXT))
+    {
         return Err(invalid("evidence", "text too long"));
     }
     Ok(Some(e))
@@ -329,7 +382,10 @@ fn props(raw: BTreeMap<String, Value>) -> Result<BTreeMap<String, Value>, Refusa
             Value::Array(_) | Value::Object(_) => false,
         };
         if !ok {
-            return Err(invalid("props", "values must be short strings, numbers or booleans"));
+            return Err(invalid(
+                "props",
+                "values must be short strings, numbers or booleans",
+            ));
         }
     }
     Ok(raw)
@@ -384,7 +440,10 @@ mod tests {
 
     #[test]
     fn refuses_with_reason_codes() {
-        let big = format!(r#"{{"type":"pageview","url":"https://shop.example/","title":"{}"}}"#, "x".repeat(2000));
+        let big = format!(
+            r#"{{"type":"pageview","url":"https://shop.example/","title":"{}"}}"#,
+            "x".repeat(2000)
+        );
         let cases: Vec<(String, ReasonCode, &str)> = vec![
             (big, ReasonCode::Size, "exceeds"),
             ("[1,2]".into(), ReasonCode::Malformed, "event:"),
@@ -415,10 +474,12 @@ mod tests {
 
     #[test]
     fn details_never_echo_values() {
-        let r = check(r#"{"type":"pageview","url":"https://shop.example/","ts":"alice@example.com"}"#)
-            .expect_err("refused");
+        let r =
+            check(r#"{"type":"pageview","url":"https://shop.example/","ts":"alice@example.com"}"#)
+                .expect_err("refused");
         assert!(!r.detail.contains("alice"), "{}", r.detail);
-        let r = check(r#"{"type":"custom","name":"x","props":{"alice@example.com":[1]}}"#).expect_err("refused");
+        let r = check(r#"{"type":"custom","name":"x","props":{"alice@example.com":[1]}}"#)
+            .expect_err("refused");
         assert!(!r.detail.contains("alice"), "{}", r.detail);
     }
 
@@ -430,7 +491,11 @@ mod tests {
         )
         .expect("valid");
         match ev.payload {
-            Payload::Identify { email, form, evidence } => {
+            Payload::Identify {
+                email,
+                form,
+                evidence,
+            } => {
                 assert_eq!(email, "alice@example.com");
                 assert_eq!(form.as_deref(), Some("newsletter"));
                 assert_eq!(evidence.expect("evidence").purposes, vec!["marketing"]);

@@ -19,7 +19,7 @@ var api = new URL(s.src).origin + '/v1/batch', K = 'spur_vid', C = 'spur_consent
 var st, vid, cs = {}, last, shown = 0, eng = 0, scr = 0;
 function on(t, e, f, o) { t.addEventListener(e, f, o); }
 function vis() { return d.visibilityState == 'visible'; }
-function rid() { return crypto.randomUUID().replace(/-/g, ''); }
+function rid() { return Array.from(crypto.getRandomValues(new Uint8Array(16)), function (b) { return (b + 256).toString(16).slice(1); }).join(''); }
 try { st = w.localStorage; vid = st.getItem(K); if (vid) cs = JSON.parse(st.getItem(C)) || cs; } catch (e) {}
 function send(evs, beacon) {
 var b = JSON.stringify({site: site, consent: cs, visitor_id: vid || void 0, sent_at: Date.now(), events: evs});

@@ -1,1 +1,19 @@
-//! placeholder
+//! Spur's end-to-end suite: the `spur` binary against a real Kafka-API broker
+//! (`tansu`) over TCP, and the tracker in headless Chromium. Needs the `tansu` binary
+//! on `PATH` (or `SPUR_TANSU`) and Chromium (`SPUR_CHROMIUM`, default
+//! `/usr/bin/chromium`); enabled by the `broker-tests` feature, which `.ci/run` turns on:
+//!
+//! ```sh
+//! cargo test -p spur --features broker-tests --test it
+//! ```
+#![cfg(feature = "broker-tests")]
+
+// The collector's HTTP client, topic reader and metric parser, shared as source.
+#[allow(dead_code)]
+#[path = "../../collector/tests/it/common.rs"]
+mod client;
+mod harness;
+
+mod broker_restart;
+mod collector_e2e;
+mod tracker;

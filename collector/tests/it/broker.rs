@@ -9,14 +9,18 @@ use serde_json::json;
 use crate::common::*;
 
 fn batch(id: &str) -> Req {
-    Req::batch(json!({"site": "shop", "events": [{"type": "pageview", "id": id, "url": "https://shop.example/"}]}))
+    Req::batch(
+        json!({"site": "shop", "events": [{"type": "pageview", "id": id, "url": "https://shop.example/"}]}),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_broker_gets_503_within_the_ack_timeout() {
     let h = Harness::start(config()).await;
     let ack_timeout = h.app.config.delivery.ack_timeout;
-    h.mock.broker_round_trip_time(1, Duration::from_secs(30)).expect("rtt");
+    h.mock
+        .broker_round_trip_time(1, Duration::from_secs(30))
+        .expect("rtt");
     let started = Instant::now();
     let r = h.send(batch(&eid())).await;
     let elapsed = started.elapsed();
@@ -25,9 +29,19 @@ async fn slow_broker_gets_503_within_the_ack_timeout() {
     assert_eq!(r.json()["error"], "not_acknowledged");
     // Generous: the point is that the request is bounded by the ack timeout (2 s), not
     // by the broker's 30 s.
-    assert!(elapsed < ack_timeout + Duration::from_secs(10), "answered after {elapsed:?}");
-    assert!(h.metric("spur_collector_events_dropped_total", &[("reason", "not_acknowledged")]) >= 1.0);
-    h.mock.broker_round_trip_time(1, Duration::ZERO).expect("rtt");
+    assert!(
+        elapsed < ack_timeout + Duration::from_secs(10),
+        "answered after {elapsed:?}"
+    );
+    assert!(
+        h.metric(
+            "spur_collector_events_dropped_total",
+            &[("reason", "not_acknowledged")]
+        ) >= 1.0
+    );
+    h.mock
+        .broker_round_trip_time(1, Duration::ZERO)
+        .expect("rtt");
     h.wait_ready(true).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -83,12 +97,20 @@ async fn broker_down_then_back_loses_no_acknowledged_event() {
     }
     let brokers = h.kafka.brokers.clone();
     let seen = tokio::task::spawn_blocking(move || {
-        read_topic(&brokers, spur_schemas::kafka::TOPIC_EVENTS, "shop", usize::MAX, Duration::from_secs(8))
+        read_topic(
+            &brokers,
+            spur_schemas::kafka::TOPIC_EVENTS,
+            "shop",
+            usize::MAX,
+            Duration::from_secs(8),
+        )
     })
     .await
     .expect("reader");
-    let seen: std::collections::HashSet<String> =
-        seen.iter().filter_map(|r| r["event_id"].as_str().map(str::to_owned)).collect();
+    let seen: std::collections::HashSet<String> = seen
+        .iter()
+        .filter_map(|r| r["event_id"].as_str().map(str::to_owned))
+        .collect();
     for id in &acked {
         assert!(seen.contains(id), "acknowledged event {id} missing");
     }

@@ -18,8 +18,7 @@ use spur_schemas::kafka::{KafkaSettings, Topics};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-pub const UA_CHROME: &str =
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+pub const UA_CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
 /// A running collector and the mock broker behind it. Dropping it stops both.
 pub struct Harness {
@@ -33,16 +32,18 @@ pub struct Harness {
 
 /// The default test configuration: site `shop` on `shop.example` and subdomains.
 pub fn config() -> Config {
-    let mut config = Config::default();
-    config.sites = vec![SiteConfig {
-        id: "shop".into(),
-        hosts: vec!["shop.example".into(), "*.shop.example".into()],
-    }];
+    let mut config = Config {
+        sites: vec![SiteConfig {
+            id: "shop".into(),
+            hosts: vec!["shop.example".into(), "*.shop.example".into()],
+        }],
+        trusted_proxies: vec!["127.0.0.0/8".parse().expect("net")],
+        ..Config::default()
+    };
     config.delivery.ack_timeout = Duration::from_secs(2);
     config.delivery.retry_after = Duration::from_secs(3);
     config.delivery.health_interval = Duration::from_millis(200);
     config.delivery.create_topics = false;
-    config.trusted_proxies = vec!["127.0.0.0/8".parse().expect("net")];
     config
 }
 
@@ -54,10 +55,14 @@ impl Harness {
             topics: Topics::default(),
             ..KafkaSettings::default()
         };
-        mock.create_topic(&kafka.topics.events, 3, 1).expect("events topic");
-        mock.create_topic(&kafka.topics.dead_letter, 1, 1).expect("dead-letter topic");
+        mock.create_topic(&kafka.topics.events, 3, 1)
+            .expect("events topic");
+        mock.create_topic(&kafka.topics.dead_letter, 1, 1)
+            .expect("dead-letter topic");
         let app = Arc::new(App::new(config, &kafka).expect("app"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = {
@@ -93,7 +98,10 @@ impl Harness {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "collector never became ready={ready}");
+            assert!(
+                Instant::now() < deadline,
+                "collector never became ready={ready}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -122,7 +130,11 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
         .filter(|l| l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -138,7 +150,12 @@ pub struct Req {
 
 impl Req {
     pub fn get(path: &str) -> Req {
-        Req { method: "GET", path: path.into(), headers: vec![], body: vec![] }
+        Req {
+            method: "GET",
+            path: path.into(),
+            headers: vec![],
+            body: vec![],
+        }
     }
 
     /// A batch post from a browser on `https://shop.example`.
@@ -156,7 +173,8 @@ impl Req {
     }
 
     pub fn header(mut self, k: &str, v: &str) -> Req {
-        self.headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
+        self.headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case(k));
         self.headers.push((k.into(), v.into()));
         self
     }
@@ -177,26 +195,47 @@ impl Resp {
 
 pub async fn try_send(addr: SocketAddr, req: Req) -> anyhow::Result<Resp> {
     let stream = TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let mut builder = http::Request::builder().method(req.method).uri(&req.path).header("host", "collector.test");
+    let mut builder = http::Request::builder()
+        .method(req.method)
+        .uri(&req.path)
+        .header("host", "collector.test");
     for (k, v) in &req.headers {
         builder = builder.header(k, v);
     }
-    let response = sender.send_request(builder.body(Full::new(Bytes::from(req.body)))?).await?;
+    let response = sender
+        .send_request(builder.body(Full::new(Bytes::from(req.body)))?)
+        .await?;
     let status = response.status().as_u16();
     let headers = response
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     let body = response.into_body().collect().await?.to_bytes();
-    Ok(Resp { status, headers, body })
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Reads every record of `topic` from the beginning until `want` records whose
 /// payload contains `marker` were seen or `timeout` passed.
-pub fn read_topic(brokers: &str, topic: &str, marker: &str, want: usize, timeout: Duration) -> Vec<serde_json::Value> {
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    marker: &str,
+    want: usize,
+    timeout: Duration,
+) -> Vec<serde_json::Value> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("test-{}", uuid::Uuid::new_v4()))
@@ -204,11 +243,14 @@ pub fn read_topic(brokers: &str, topic: &str, marker: &str, want: usize, timeout
         .set("auto.offset.reset", "earliest")
         .create()
         .expect("consumer");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
     let mut tpl = TopicPartitionList::new();
     for t in metadata.topics() {
         for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning).expect("partition");
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                .expect("partition");
         }
     }
     consumer.assign(&tpl).expect("assign");
@@ -219,7 +261,8 @@ pub fn read_topic(brokers: &str, topic: &str, marker: &str, want: usize, timeout
             Some(Ok(msg)) => {
                 let payload = msg.payload().unwrap_or_default();
                 if std::str::from_utf8(payload).is_ok_and(|s| s.contains(marker)) {
-                    let mut value: serde_json::Value = serde_json::from_slice(payload).expect("json record");
+                    let mut value: serde_json::Value =
+                        serde_json::from_slice(payload).expect("json record");
                     let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
                     value["_key"] = key.into();
                     out.push(value);

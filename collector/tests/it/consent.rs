@@ -12,7 +12,13 @@ async fn records_for(h: &Harness, marker: &str, want: usize) -> Vec<serde_json::
     let brokers = h.kafka.brokers.clone();
     let marker = marker.to_owned();
     tokio::task::spawn_blocking(move || {
-        read_topic(&brokers, spur_schemas::kafka::TOPIC_EVENTS, &marker, want, Duration::from_secs(20))
+        read_topic(
+            &brokers,
+            spur_schemas::kafka::TOPIC_EVENTS,
+            &marker,
+            want,
+            Duration::from_secs(20),
+        )
     })
     .await
     .expect("reader")
@@ -24,12 +30,21 @@ async fn without_analytics_consent_there_is_no_persistent_id() {
     let (a, b, c) = (eid(), eid(), eid());
     let pv = |id: &str| json!({"type": "pageview", "id": id, "url": "https://shop.example/"});
     // No consent object at all, and an explicit refusal: the client's id is ignored.
-    for (consent, id) in [(None, &a), (Some(json!({"analytics": false, "marketing": true})), &b)] {
-        let mut body = json!({"site": "shop", "visitor_id": "tracker-id-should-vanish", "events": [pv(id)]});
+    for (consent, id) in [
+        (None, &a),
+        (Some(json!({"analytics": false, "marketing": true})), &b),
+    ] {
+        let mut body =
+            json!({"site": "shop", "visitor_id": "tracker-id-should-vanish", "events": [pv(id)]});
         if let Some(consent) = consent {
             body["consent"] = consent;
         }
-        assert_eq!(h.send(Req::batch(body).header("x-forwarded-for", "203.0.113.5")).await.status, 202);
+        assert_eq!(
+            h.send(Req::batch(body).header("x-forwarded-for", "203.0.113.5"))
+                .await
+                .status,
+            202
+        );
     }
     // With consent the id is kept.
     let body = json!({"site": "shop", "visitor_id": "tracker-id-kept-01", "consent": {"analytics": true}, "events": [pv(&c)]});
@@ -48,9 +63,15 @@ async fn without_analytics_consent_there_is_no_persistent_id() {
     let first = records_for(&h, &a, 1).await;
     let second = records_for(&h, &b, 1).await;
     assert_eq!(first[0]["visitor"]["id"], second[0]["visitor"]["id"]);
-    assert_eq!(second[0]["consent"]["marketing"], true, "marketing consent is independent of analytics");
+    assert_eq!(
+        second[0]["consent"]["marketing"], true,
+        "marketing consent is independent of analytics"
+    );
     let with = records_for(&h, &c, 1).await;
-    assert_eq!(with[0]["visitor"], json!({"kind": "persistent", "id": "tracker-id-kept-01"}));
+    assert_eq!(
+        with[0]["visitor"],
+        json!({"kind": "persistent", "id": "tracker-id-kept-01"})
+    );
     h.stop().await;
 }
 
@@ -59,16 +80,31 @@ async fn gpc_and_dnt_remove_the_marketing_purpose() {
     let h = Harness::start(config()).await;
     let (a, b, c) = (eid(), eid(), eid());
     let all = json!({"analytics": true, "marketing": true});
-    for (id, header) in [(&a, ("sec-gpc", "1")), (&b, ("dnt", "1")), (&c, ("x-none", "1"))] {
+    for (id, header) in [
+        (&a, ("sec-gpc", "1")),
+        (&b, ("dnt", "1")),
+        (&c, ("x-none", "1")),
+    ] {
         let body = json!({"site": "shop", "consent": all, "visitor_id": "visitor-gpc-test",
                           "events": [{"type": "pageview", "id": id, "url": "https://shop.example/"}]});
-        assert_eq!(h.send(Req::batch(body).header(header.0, header.1)).await.status, 202);
+        assert_eq!(
+            h.send(Req::batch(body).header(header.0, header.1))
+                .await
+                .status,
+            202
+        );
     }
     let gpc = records_for(&h, &a, 1).await;
-    assert_eq!(gpc[0]["consent"], json!({"analytics": true, "marketing": false}));
+    assert_eq!(
+        gpc[0]["consent"],
+        json!({"analytics": true, "marketing": false})
+    );
     assert_eq!(gpc[0]["signals"]["gpc"], true);
     let dnt = records_for(&h, &b, 1).await;
-    assert_eq!(dnt[0]["consent"]["marketing"], false, "default DNT policy: no marketing");
+    assert_eq!(
+        dnt[0]["consent"]["marketing"], false,
+        "default DNT policy: no marketing"
+    );
     assert_eq!(dnt[0]["signals"]["dnt"], true);
     let plain = records_for(&h, &c, 1).await;
     assert_eq!(plain[0]["consent"]["marketing"], true);
@@ -86,7 +122,13 @@ async fn dnt_drop_policy_stores_nothing() {
     assert_eq!(resp.status, 202);
     assert_eq!(resp.json()["accepted"], 0);
     assert!(records_for(&h, &id, 1).await.is_empty());
-    assert_eq!(h.metric("spur_collector_events_dropped_total", &[("reason", "do_not_track")]), 1.0);
+    assert_eq!(
+        h.metric(
+            "spur_collector_events_dropped_total",
+            &[("reason", "do_not_track")]
+        ),
+        1.0
+    );
     h.stop().await;
 }
 
@@ -94,17 +136,26 @@ async fn dnt_drop_policy_stores_nothing() {
 async fn unknown_sites_and_foreign_origins_are_refused() {
     let h = Harness::start(config()).await;
     let pv = json!({"type": "pageview", "url": "https://shop.example/"});
-    let unknown = h.send(Req::batch(json!({"site": "other", "events": [pv]}))).await;
+    let unknown = h
+        .send(Req::batch(json!({"site": "other", "events": [pv]})))
+        .await;
     assert_eq!(unknown.status, 403);
     assert_eq!(unknown.json()["error"], "unknown_site");
 
-    for origin in ["https://evil.example", "null", "https://shop.example.evil.example"] {
-        let r = h.send(Req::batch(json!({"site": "shop", "events": [pv]})).header("origin", origin)).await;
+    for origin in [
+        "https://evil.example",
+        "null",
+        "https://shop.example.evil.example",
+    ] {
+        let r = h
+            .send(Req::batch(json!({"site": "shop", "events": [pv]})).header("origin", origin))
+            .await;
         assert_eq!(r.status, 403, "{origin}");
         assert_eq!(r.json()["error"], "origin_not_allowed");
     }
     // Without Origin, the Referer decides.
-    let mut req = Req::batch(json!({"site": "shop", "events": [pv]})).header("referer", "https://evil.example/x");
+    let mut req = Req::batch(json!({"site": "shop", "events": [pv]}))
+        .header("referer", "https://evil.example/x");
     req.headers.retain(|(k, _)| k != "origin");
     assert_eq!(h.send(req).await.status, 403);
 
@@ -118,6 +169,11 @@ async fn unknown_sites_and_foreign_origins_are_refused() {
     assert!(records_for(&h, &id, 1).await.is_empty());
     // Subdomain wildcard.
     let sub = json!({"site": "shop", "events": [{"type": "pageview", "url": "https://de.shop.example/"}]});
-    assert_eq!(h.send(Req::batch(sub).header("origin", "https://de.shop.example")).await.json()["accepted"], 1);
+    assert_eq!(
+        h.send(Req::batch(sub).header("origin", "https://de.shop.example"))
+            .await
+            .json()["accepted"],
+        1
+    );
     h.stop().await;
 }

@@ -29,7 +29,9 @@ async fn batch_lands_on_topics_with_every_field_and_counters_add_up() {
             {"type": "custom", "name": "x".repeat(100)},
         ]
     });
-    let resp = h.send(Req::batch(body).header("x-forwarded-for", "198.51.100.20")).await;
+    let resp = h
+        .send(Req::batch(body).header("x-forwarded-for", "198.51.100.20"))
+        .await;
     assert_eq!(resp.status, 202, "{:?}", resp.body);
     let answer = resp.json();
     assert_eq!(answer["accepted"], 3);
@@ -41,22 +43,40 @@ async fn batch_lands_on_topics_with_every_field_and_counters_add_up() {
 
     let brokers = h.kafka.brokers.clone();
     let records = tokio::task::spawn_blocking(move || {
-        read_topic(&brokers, spur_schemas::kafka::TOPIC_EVENTS, "visitor-0123456789", 3, Duration::from_secs(20))
+        read_topic(
+            &brokers,
+            spur_schemas::kafka::TOPIC_EVENTS,
+            "visitor-0123456789",
+            3,
+            Duration::from_secs(20),
+        )
     })
     .await
     .expect("reader");
     assert_eq!(records.len(), 3);
-    let by_id = |id: &str| records.iter().find(|r| r["event_id"] == id).expect("record present").clone();
+    let by_id = |id: &str| {
+        records
+            .iter()
+            .find(|r| r["event_id"] == id)
+            .expect("record present")
+            .clone()
+    };
 
     let pv = by_id(&ids[0]);
     assert_eq!(pv["v"], 1);
     assert_eq!(pv["type"], "pageview");
     assert_eq!(pv["site_id"], "shop");
     assert_eq!(pv["_key"], "shop:visitor-0123456789");
-    assert_eq!(pv["visitor"], json!({"kind": "persistent", "id": "visitor-0123456789"}));
+    assert_eq!(
+        pv["visitor"],
+        json!({"kind": "persistent", "id": "visitor-0123456789"})
+    );
     assert_eq!(pv["consent"], json!({"analytics": true, "marketing": true}));
     assert_eq!(pv["signals"], json!({"gpc": false, "dnt": false}));
-    assert_eq!(pv["page"]["url"], "https://shop.example/boots?utm_source=mail");
+    assert_eq!(
+        pv["page"]["url"],
+        "https://shop.example/boots?utm_source=mail"
+    );
     assert_eq!(pv["page"]["host"], "shop.example");
     assert_eq!(pv["page"]["path"], "/boots");
     assert_eq!(pv["page"]["referrer"], "https://search.example/");
@@ -67,7 +87,11 @@ async fn batch_lands_on_topics_with_every_field_and_counters_add_up() {
     assert_eq!(pv["agent"]["bot"], serde_json::Value::Null);
     let received = pv["received_at"].as_i64().expect("received_at");
     assert!((received - sent_at).abs() < 60_000);
-    assert_eq!(pv["event_time"].as_i64(), Some(received - 1500), "placed by the offset from sent_at");
+    assert_eq!(
+        pv["event_time"].as_i64(),
+        Some(received - 1500),
+        "placed by the offset from sent_at"
+    );
     assert_eq!(pv["client_ts"].as_i64(), Some(sent_at - 1500));
     assert!(pv.get("time_flags").is_none());
 
@@ -88,7 +112,13 @@ async fn batch_lands_on_topics_with_every_field_and_counters_add_up() {
 
     let brokers = h.kafka.brokers.clone();
     let dead = tokio::task::spawn_blocking(move || {
-        read_topic(&brokers, spur_schemas::kafka::TOPIC_DEAD_LETTER, "\"shop\"", 2, Duration::from_secs(20))
+        read_topic(
+            &brokers,
+            spur_schemas::kafka::TOPIC_DEAD_LETTER,
+            "\"shop\"",
+            2,
+            Duration::from_secs(20),
+        )
     })
     .await
     .expect("reader");
@@ -99,13 +129,19 @@ async fn batch_lands_on_topics_with_every_field_and_counters_add_up() {
     assert_eq!(dead[0]["stage"], "collector");
     assert_eq!(dead[1]["reason"], "invalid_field");
     assert_eq!(dead[1]["detail"], "name: not 1-64 of [A-Za-z0-9_.:-/ ]");
-    assert!(!dead.iter().any(|d| d.to_string().contains("evil.example")), "no values in dead letters");
+    assert!(
+        !dead.iter().any(|d| d.to_string().contains("evil.example")),
+        "no values in dead letters"
+    );
 
     // received = accepted + dead-lettered + dropped, per site.
     let site = [("site", "shop")];
     assert_eq!(h.metric("spur_collector_events_received_total", &site), 5.0);
     assert_eq!(h.metric("spur_collector_events_accepted_total", &site), 3.0);
-    assert_eq!(h.metric("spur_collector_events_dead_lettered_total", &site), 2.0);
+    assert_eq!(
+        h.metric("spur_collector_events_dead_lettered_total", &site),
+        2.0
+    );
     assert_eq!(h.metric("spur_collector_events_dropped_total", &site), 0.0);
     h.stop().await;
 }
@@ -119,13 +155,50 @@ async fn accounting_adds_up_across_refusals() {
     let mut sent = 0u32;
     let mut send = async |body: serde_json::Value, origin: &str| {
         sent += body["events"].as_array().map_or(0, |e| e.len() as u32);
-        h.send(Req::batch(body).header("origin", origin)).await.status
+        h.send(Req::batch(body).header("origin", origin))
+            .await
+            .status
     };
-    assert_eq!(send(json!({"site": "shop", "events": [pv(), pv()]}), "https://shop.example").await, 202);
-    assert_eq!(send(json!({"site": "nope", "events": [pv()]}), "https://shop.example").await, 403);
-    assert_eq!(send(json!({"site": "shop", "events": [pv()]}), "https://evil.example").await, 403);
-    assert_eq!(send(json!({"site": "shop", "events": [pv(), pv(), pv(), pv()]}), "https://shop.example").await, 413);
-    assert_eq!(send(json!({"site": "shop", "events": [pv(), {"type": "nope"}]}), "https://shop.example").await, 202);
+    assert_eq!(
+        send(
+            json!({"site": "shop", "events": [pv(), pv()]}),
+            "https://shop.example"
+        )
+        .await,
+        202
+    );
+    assert_eq!(
+        send(
+            json!({"site": "nope", "events": [pv()]}),
+            "https://shop.example"
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        send(
+            json!({"site": "shop", "events": [pv()]}),
+            "https://evil.example"
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        send(
+            json!({"site": "shop", "events": [pv(), pv(), pv(), pv()]}),
+            "https://shop.example"
+        )
+        .await,
+        413
+    );
+    assert_eq!(
+        send(
+            json!({"site": "shop", "events": [pv(), {"type": "nope"}]}),
+            "https://shop.example"
+        )
+        .await,
+        202
+    );
 
     let m = |name: &str| h.metric(name, &[]);
     let received = m("spur_collector_events_received_total");
@@ -133,12 +206,34 @@ async fn accounting_adds_up_across_refusals() {
     let dead = m("spur_collector_events_dead_lettered_total");
     let dropped = m("spur_collector_events_dropped_total");
     assert_eq!(received, f64::from(sent));
-    assert_eq!(received, accepted + dead + dropped, "received = accepted + dead-lettered + dropped");
+    assert_eq!(
+        received,
+        accepted + dead + dropped,
+        "received = accepted + dead-lettered + dropped"
+    );
     assert_eq!(accepted, 3.0);
     assert_eq!(dead, 1.0);
-    assert_eq!(h.metric("spur_collector_events_dropped_total", &[("reason", "unknown_site"), ("site", "unknown")]), 1.0);
-    assert_eq!(h.metric("spur_collector_events_dropped_total", &[("reason", "origin_not_allowed")]), 1.0);
-    assert_eq!(h.metric("spur_collector_events_dropped_total", &[("reason", "batch_too_large")]), 4.0);
+    assert_eq!(
+        h.metric(
+            "spur_collector_events_dropped_total",
+            &[("reason", "unknown_site"), ("site", "unknown")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        h.metric(
+            "spur_collector_events_dropped_total",
+            &[("reason", "origin_not_allowed")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        h.metric(
+            "spur_collector_events_dropped_total",
+            &[("reason", "batch_too_large")]
+        ),
+        4.0
+    );
     // A client cannot mint label values.
     assert!(!h.app.metrics.render().contains("nope"));
     h.stop().await;

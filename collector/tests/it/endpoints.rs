@@ -11,8 +11,12 @@ use crate::common::*;
 async fn pixel_and_plausible_events_arrive() {
     let h = Harness::start(config()).await;
     let id = eid();
-    let mut pixel = Req::get(&format!("/p.gif?s=shop&t=custom&n=email_open&id={id}&p.campaign=nov"));
-    pixel.headers.push(("referer".into(), "https://shop.example/mail".into()));
+    let mut pixel = Req::get(&format!(
+        "/p.gif?s=shop&t=custom&n=email_open&id={id}&p.campaign=nov"
+    ));
+    pixel
+        .headers
+        .push(("referer".into(), "https://shop.example/mail".into()));
     let r = h.send(pixel).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.headers["content-type"], "image/gif");
@@ -35,13 +39,22 @@ async fn pixel_and_plausible_events_arrive() {
         let topic = spur_schemas::kafka::TOPIC_EVENTS;
         (
             read_topic(&brokers, topic, &pixel_id, 1, Duration::from_secs(20)),
-            read_topic(&brokers, topic, "plausible-page", 1, Duration::from_secs(20)),
+            read_topic(
+                &brokers,
+                topic,
+                "plausible-page",
+                1,
+                Duration::from_secs(20),
+            ),
         )
     })
     .await
     .expect("reader");
     assert_eq!(px[0]["type"], "custom");
-    assert_eq!(px[0]["data"], json!({"name": "email_open", "props": {"campaign": "nov"}}));
+    assert_eq!(
+        px[0]["data"],
+        json!({"name": "email_open", "props": {"campaign": "nov"}})
+    );
     assert_eq!(px[0]["visitor"]["kind"], "cookieless");
     assert_eq!(pl[0]["type"], "pageview");
     assert_eq!(pl[0]["page"]["path"], "/plausible-page");
@@ -56,7 +69,12 @@ async fn tracker_cors_health_and_errors() {
     assert!(js.headers["content-type"].starts_with("application/javascript"));
     assert!(js.body.len() < 2400, "tracker is {} bytes", js.body.len());
     let etag = js.headers["etag"].clone();
-    assert_eq!(h.send(Req::get("/spur.js").header("if-none-match", &etag)).await.status, 304);
+    assert_eq!(
+        h.send(Req::get("/spur.js").header("if-none-match", &etag))
+            .await
+            .status,
+        304
+    );
 
     let preflight = |origin: &str| Req {
         method: "OPTIONS",
@@ -64,26 +82,44 @@ async fn tracker_cors_health_and_errors() {
         headers: vec![
             ("origin".into(), origin.into()),
             ("access-control-request-method".into(), "POST".into()),
-            ("access-control-request-headers".into(), "content-type".into()),
+            (
+                "access-control-request-headers".into(),
+                "content-type".into(),
+            ),
         ],
         body: vec![],
     };
     let ok = h.send(preflight("https://shop.example")).await;
     assert_eq!(ok.status, 204);
-    assert_eq!(ok.headers["access-control-allow-origin"], "https://shop.example");
+    assert_eq!(
+        ok.headers["access-control-allow-origin"],
+        "https://shop.example"
+    );
     assert!(!ok.headers.contains_key("access-control-allow-credentials"));
     assert_eq!(h.send(preflight("https://evil.example")).await.status, 403);
 
     let post = h.send(Req::batch(json!({"site": "shop", "events": [{"type": "pageview", "url": "https://shop.example/"}]}))).await;
     assert_eq!(post.status, 202);
-    assert_eq!(post.headers["access-control-allow-origin"], "https://shop.example");
-    assert!(!post.headers.contains_key("access-control-allow-credentials"));
+    assert_eq!(
+        post.headers["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    assert!(
+        !post
+            .headers
+            .contains_key("access-control-allow-credentials")
+    );
     assert!(!post.headers.contains_key("set-cookie"));
 
     for path in ["/livez", "/readyz", "/metrics"] {
-        let r = h.send(Req::get(path).header("origin", "https://shop.example")).await;
+        let r = h
+            .send(Req::get(path).header("origin", "https://shop.example"))
+            .await;
         assert_eq!(r.status, 200, "{path}");
-        assert!(!r.headers.contains_key("access-control-allow-origin"), "{path} must not be CORS-open");
+        assert!(
+            !r.headers.contains_key("access-control-allow-origin"),
+            "{path} must not be CORS-open"
+        );
     }
     let metrics = String::from_utf8_lossy(&h.send(Req::get("/metrics")).await.body).into_owned();
     assert!(metrics.contains("spur_collector_requests_total"));

@@ -22,7 +22,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         prop_oneof![
             Just("pageview".to_owned()),
             Just("engagement".to_owned()),
@@ -62,7 +63,11 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 fn check_batch(body: &[u8]) {
-    let sites = Sites::new(&[SiteConfig { id: "shop".into(), hosts: vec!["shop.example".into()] }]).expect("sites");
+    let sites = Sites::new(&[SiteConfig {
+        id: "shop".into(),
+        hosts: vec!["shop.example".into()],
+    }])
+    .expect("sites");
     match decode_envelope(body) {
         Err(Rejection::Malformed(msg)) => assert!(!msg.is_empty()),
         Err(other) => panic!("unexpected rejection {other:?}"),
@@ -78,8 +83,14 @@ fn check_batch(body: &[u8]) {
                 geo: Geo::default(),
                 agent: Agent::default(),
             };
-            let rules = Rules { max_event_bytes: 2048, allowed_query_params: vec!["utm_*".into()] };
-            let clock = ClockRules { skew_tolerance: Duration::from_secs(120), max_age: Duration::from_secs(86_400) };
+            let rules = Rules {
+                max_event_bytes: 2048,
+                allowed_query_params: vec!["utm_*".into()],
+            };
+            let clock = ClockRules {
+                skew_tolerance: Duration::from_secs(120),
+                max_age: Duration::from_secs(86_400),
+            };
             let items = ingest::build(&ctx, &batch.events, &rules, clock);
             assert_eq!(items.len(), batch.events.len(), "one outcome per event");
             for item in &items {

@@ -29,12 +29,20 @@ struct City {
 /// A City database: 192.0.2.0/24 in Bavaria, 198.51.100.0/24 in France.
 pub fn write_mmdb(path: &std::path::Path) {
     let mut writer = mmdb_writer::Writer::new("GeoIP2-City");
-    for (net, country, region) in [("192.0.2.0/24", "DE", "BY"), ("198.51.100.0/24", "FR", "IDF")] {
+    for (net, country, region) in [
+        ("192.0.2.0/24", "DE", "BY"),
+        ("198.51.100.0/24", "FR", "IDF"),
+    ] {
         let record = City {
-            country: Country { iso_code: country, names: [("en".to_owned(), country.to_owned())].into() },
+            country: Country {
+                iso_code: country,
+                names: [("en".to_owned(), country.to_owned())].into(),
+            },
             subdivisions: vec![Subdivision { iso_code: region }],
         };
-        writer.insert(net.parse::<ipnet::IpNet>().expect("net"), &record).expect("insert");
+        writer
+            .insert(net.parse::<ipnet::IpNet>().expect("net"), &record)
+            .expect("insert");
     }
     std::fs::write(path, writer.to_bytes().expect("mmdb")).expect("write mmdb");
 }
@@ -63,10 +71,21 @@ async fn records_carry_geo_but_not_the_address() {
     let h = Harness::start(cfg).await;
     let id = eid();
     let body = json!({"site": "shop", "events": [{"type": "pageview", "id": id, "url": "https://shop.example/"}]});
-    assert_eq!(h.send(Req::batch(body).header("x-forwarded-for", "198.51.100.42")).await.status, 202);
+    assert_eq!(
+        h.send(Req::batch(body).header("x-forwarded-for", "198.51.100.42"))
+            .await
+            .status,
+        202
+    );
     let brokers = h.kafka.brokers.clone();
     let r = tokio::task::spawn_blocking(move || {
-        read_topic(&brokers, spur_schemas::kafka::TOPIC_EVENTS, &id, 1, Duration::from_secs(20))
+        read_topic(
+            &brokers,
+            spur_schemas::kafka::TOPIC_EVENTS,
+            &id,
+            1,
+            Duration::from_secs(20),
+        )
     })
     .await
     .expect("reader");

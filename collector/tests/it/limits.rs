@@ -21,7 +21,9 @@ async fn oversized_body_is_refused_before_it_is_read() {
 
     // Chunked and endless: the answer comes while the client is still sending, i.e.
     // the collector stopped reading shortly past the limit.
-    let mut stream = tokio::net::TcpStream::connect(h.addr).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(h.addr)
+        .await
+        .expect("connect");
     stream
         .write_all(b"POST /v1/batch HTTP/1.1\r\nhost: c\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n")
         .await
@@ -36,7 +38,9 @@ async fn oversized_body_is_refused_before_it_is_read() {
             break;
         }
         sent += 256;
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(5), stream.read(&mut buf)).await {
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(5), stream.read(&mut buf)).await
+        {
             if n == 0 {
                 break;
             }
@@ -49,7 +53,10 @@ async fn oversized_body_is_refused_before_it_is_read() {
     }
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
-    assert!(sent < 64 * 1024, "collector kept reading: {sent} bytes sent before the answer");
+    assert!(
+        sent < 64 * 1024,
+        "collector kept reading: {sent} bytes sent before the answer"
+    );
     h.stop().await;
 }
 
@@ -79,7 +86,12 @@ async fn malformed_bodies_get_400_with_a_reason() {
         req.body = br#"{"events": []}"#.to_vec();
         h.send(req).await
     };
-    assert!(missing.json()["message"].as_str().unwrap_or_default().contains("missing field `site`"));
+    assert!(
+        missing.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("missing field `site`")
+    );
 
     // Deep nesting inside an event: that event is dead-lettered, nothing panics.
     let deep = format!("{}{}", "[".repeat(3000), "]".repeat(3000));
@@ -89,7 +101,12 @@ async fn malformed_bodies_get_400_with_a_reason() {
     assert_eq!(r.status, 202, "deep nesting");
     assert_eq!(r.json()["dead_lettered"][0]["reason"], "malformed");
 
-    let r = h.send(Req::batch(json!({"site": "shop", "events": []})).header("content-type", "application/xml")).await;
+    let r = h
+        .send(
+            Req::batch(json!({"site": "shop", "events": []}))
+                .header("content-type", "application/xml"),
+        )
+        .await;
     assert_eq!(r.status, 415);
     h.stop().await;
 }
@@ -110,7 +127,10 @@ async fn one_oversized_event_is_dead_lettered_the_rest_accepted() {
     assert_eq!(r.status, 202);
     let answer = r.json();
     assert_eq!(answer["accepted"], 3, "{answer}");
-    assert_eq!(answer["dead_lettered"][0], json!({"index": 1, "reason": "size", "detail": "event of 661 bytes exceeds 512"}));
+    assert_eq!(
+        answer["dead_lettered"][0],
+        json!({"index": 1, "reason": "size", "detail": "event of 661 bytes exceeds 512"})
+    );
     assert_eq!(answer["dead_lettered"][1]["reason"], "invalid_field");
     h.stop().await;
 }

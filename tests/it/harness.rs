@@ -1,0 +1,231 @@
+//! Processes under test: a `tansu` broker on a free loopback port, and the `spur`
+//! binary with a generated configuration, its log captured to a file.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::client::{Req, try_send};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A tansu broker process. Killed on drop.
+pub struct Broker {
+    pub port: u16,
+    storage: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Broker {
+    /// A broker storing in memory.
+    pub fn memory(dir: &Path) -> Broker {
+        Broker::start(free_port(), "memory://tansu/".into(), dir)
+    }
+
+    /// The broker named by `SPUR_IT_BROKERS` (started by `.ci/run`), or else a fresh
+    /// in-memory one. The returned process handle, if any, must be kept alive.
+    pub fn shared_or_memory(dir: &Path) -> (Option<Broker>, String) {
+        match std::env::var("SPUR_IT_BROKERS") {
+            Ok(brokers) if !brokers.trim().is_empty() => (None, brokers),
+            _ => {
+                let broker = Broker::memory(dir);
+                let brokers = broker.brokers();
+                (Some(broker), brokers)
+            }
+        }
+    }
+
+    /// A broker storing in SQLite under `dir`, so it survives a restart.
+    pub fn sqlite(dir: &Path) -> Broker {
+        let storage = format!("sqlite://{}", dir.join("tansu.db").display());
+        Broker::start(free_port(), storage, dir)
+    }
+
+    fn start(port: u16, storage: String, dir: &Path) -> Broker {
+        let mut broker = Broker {
+            port,
+            storage,
+            child: None,
+            log: dir.join(format!("tansu-{port}.log")),
+        };
+        broker.spawn();
+        broker
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let bin = std::env::var("SPUR_TANSU").unwrap_or_else(|_| "tansu".into());
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("broker log");
+        let child = Command::new(&bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &self.storage])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (install it: cargo install tansu --features dynostore,libsql)"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the broker (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The `spur collect` process. Killed on drop.
+pub struct Spur {
+    pub addr: std::net::SocketAddr,
+    pub log: PathBuf,
+    child: Child,
+}
+
+/// The configuration used by the end-to-end tests: sites `shop` (on `shop.example`)
+/// and `local` (on `localhost`, for the browser test); loopback is a trusted proxy so
+/// tests can set the client address with `X-Forwarded-For`.
+pub fn spur_config(
+    dir: &Path,
+    brokers: &str,
+    listen: std::net::SocketAddr,
+    extra: &str,
+) -> PathBuf {
+    let path = dir.join("spur.toml");
+    let text = format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+
+[collector]
+listen = "{listen}"
+trusted_proxies = ["127.0.0.0/8"]
+
+[[collector.sites]]
+id = "shop"
+hosts = ["shop.example"]
+
+[[collector.sites]]
+id = "local"
+hosts = ["localhost"]
+
+[collector.delivery]
+ack_timeout = "3s"
+retry_after = "2s"
+health_interval = "250ms"
+topic_partitions = 3
+
+[collector.privacy]
+salt_dir = "{salt}"
+{extra}
+"#,
+        salt = dir.join("salt").display()
+    );
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+impl Spur {
+    pub async fn start(dir: &Path, brokers: &str, extra: &str) -> Spur {
+        let addr: std::net::SocketAddr =
+            format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let config = spur_config(dir, brokers, addr, extra);
+        let log = dir.join("spur.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_spur"))
+            .args(["--config", config.to_str().expect("utf-8 path"), "collect"])
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn spur");
+        let spur = Spur { addr, log, child };
+        spur.wait_ready(true).await;
+        spur
+    }
+
+    pub async fn wait_ready(&self, ready: bool) {
+        let want = if ready { 200 } else { 503 };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = try_send(self.addr, Req::get("/readyz")).await
+                && r.status == want
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "spur never became ready={ready}; log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn send(&self, req: Req) -> crate::client::Resp {
+        try_send(self.addr, req).await.expect("request")
+    }
+
+    /// Stops it with SIGTERM (graceful) and returns its log.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Spur {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn pageview(id: &str, host: &str) -> serde_json::Value {
+    json!({"type": "pageview", "id": id, "url": format!("https://{host}/")})
+}

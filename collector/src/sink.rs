@@ -6,14 +6,15 @@
 //! (`linger.ms`); memory is bounded by librdkafka's queue limits, and a full queue
 //! answers 503 at once instead of growing.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -54,7 +55,12 @@ pub enum SendFailure {
 /// The producer and the broker's health.
 #[derive(Clone)]
 pub struct Sink {
-    producer: FutureProducer,
+    /// Replaced after an outage in which deliveries failed, and after a fatal
+    /// idempotence error (see [`Sink::probe_loop`]).
+    producer: Arc<RwLock<FutureProducer<Quiet>>>,
+    config: Arc<ClientConfig>,
+    /// Deliveries failed since the producer was created.
+    failed: Arc<AtomicBool>,
     events_topic: Arc<str>,
     dead_letter_topic: Arc<str>,
     ack_timeout: Duration,
@@ -67,6 +73,28 @@ impl std::fmt::Debug for Sink {
             .field("events_topic", &self.events_topic)
             .field("up", &self.is_up())
             .finish_non_exhaustive()
+    }
+}
+
+/// Routes librdkafka's own logging into `tracing` at debug level (its connection
+/// errors repeat many times a second during an outage); the probe loop reports the
+/// broker's state once per change instead. Only librdkafka's critical messages stay
+/// errors.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!(target: "librdkafka", fac, message)
+            }
+            _ => tracing::debug!(target: "librdkafka", fac, message),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", error = %error, reason, "kafka client error");
     }
 }
 
@@ -106,9 +134,12 @@ impl Sink {
                 "queue.buffering.max.kbytes",
                 delivery.max_queued_kbytes.to_string(),
             );
-        let producer: FutureProducer = config.create().map_err(Error::Kafka)?;
+        let producer: FutureProducer<Quiet> =
+            config.create_with_context(Quiet).map_err(Error::Kafka)?;
         Ok(Self {
-            producer,
+            producer: Arc::new(RwLock::new(producer)),
+            config: Arc::new(config),
+            failed: Arc::new(AtomicBool::new(false)),
             events_topic: kafka.topics.events.as_str().into(),
             dead_letter_topic: kafka.topics.dead_letter.as_str().into(),
             ack_timeout: delivery.ack_timeout,
@@ -121,11 +152,35 @@ impl Sink {
         self.up.load(Ordering::Relaxed)
     }
 
+    fn producer(&self) -> FutureProducer<Quiet> {
+        self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a fresh producer (a new producer id). The old one is dropped once its
+    /// last user is done; records it still holds fail and their requests get 503.
+    fn reset_producer(&self, why: &str) {
+        match self
+            .config
+            .create_with_context::<_, FutureProducer<Quiet>>(Quiet)
+        {
+            Ok(fresh) => {
+                *self.producer.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                self.failed.store(false, Ordering::Relaxed);
+                tracing::info!(why, "created a new kafka producer");
+            }
+            Err(e) => tracing::error!(error = %e, "could not create a new kafka producer"),
+        }
+    }
+
     /// Enqueues every record, then waits for each acknowledgement until the deadline.
     /// The result has one entry per record, in order.
     pub async fn send_all(&self, records: &[Outgoing]) -> Vec<Result<(), SendFailure>> {
         let deadline = Instant::now() + self.ack_timeout;
         let mut pending = Vec::with_capacity(records.len());
+        let producer = self.producer();
         for record in records {
             let topic: &str = match record.dest {
                 Dest::Events => &self.events_topic,
@@ -145,7 +200,7 @@ impl Sink {
                 .key(record.key.as_bytes())
                 .payload(&record.payload)
                 .headers(headers);
-            pending.push(match self.producer.send_result(fr) {
+            pending.push(match producer.send_result(fr) {
                 Ok(delivery) => Some(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => None,
                 Err((e, _)) => {
@@ -171,6 +226,7 @@ impl Sink {
             .any(|r| matches!(r, Err(SendFailure::Timeout | SendFailure::Refused(_))))
         {
             self.up.store(false, Ordering::Relaxed);
+            self.failed.store(true, Ordering::Relaxed);
         }
         results
     }
@@ -210,6 +266,13 @@ impl Sink {
 
     /// Probes the broker every `interval` until `stop` resolves, keeping `is_up` and the
     /// `spur_collector_broker_up` gauge current.
+    ///
+    /// When the broker is back after deliveries failed, or librdkafka reports a fatal
+    /// (idempotence) error, the producer is replaced before traffic resumes: a broker
+    /// that lost its producer state (restarted from an old snapshot, or a broker that
+    /// mishandles an unknown producer id) then sees a fresh producer id instead of
+    /// sequence numbers it cannot place. Requests whose records failed were answered
+    /// 503 and are retried by clients; downstream de-duplicates by event id.
     pub async fn probe_loop(
         &self,
         interval: Duration,
@@ -217,7 +280,11 @@ impl Sink {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
-            let producer = self.producer.clone();
+            if let Some((code, reason)) = self.producer().client().fatal_error() {
+                tracing::error!(error = %code, reason, "fatal kafka producer error");
+                self.failed.store(true, Ordering::Relaxed);
+            }
+            let producer = self.producer();
             let topic = self.events_topic.clone();
             let timeout = interval.max(Duration::from_millis(500));
             let ok = tokio::task::spawn_blocking(move || {
@@ -233,6 +300,9 @@ impl Sink {
             })
             .await
             .unwrap_or(false);
+            if ok && self.failed.load(Ordering::Relaxed) {
+                self.reset_producer("deliveries failed since the producer was created");
+            }
             let was = self.up.swap(ok, Ordering::Relaxed);
             if was != ok {
                 if ok {
@@ -251,7 +321,7 @@ impl Sink {
 
     /// Waits for everything enqueued to be acknowledged, at most `timeout`.
     pub async fn flush(&self, timeout: Duration) {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         let result = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
         match result {
             Ok(Ok(())) => tracing::info!("producer flushed"),

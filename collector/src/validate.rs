@@ -44,6 +44,15 @@ const FIELDS: [&str; 16] = [
     "event",
 ];
 
+/// Just the naming fields of an event, read leniently for a dead letter.
+#[derive(serde::Deserialize)]
+struct Named {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
 /// Why an event was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -132,7 +141,13 @@ pub fn validate(raw: &[u8], site: &Site, rules: &Rules) -> Result<ValidEvent, Re
         } else {
             ReasonCode::InvalidField
         };
-        Refusal::new(reason, format!("{field}: {}", json_error_class(e.inner())))
+        let mut refusal = Refusal::new(reason, format!("{field}: {}", json_error_class(e.inner())));
+        // Name the event in its dead letter when its id and type are readable.
+        if let Ok(named) = serde_json::from_slice::<Named>(raw) {
+            refusal.event_id = named.id.filter(|id| valid_id(id));
+            refusal.event_type = named.kind.as_deref().and_then(EventType::parse);
+        }
+        refusal
     })?;
     let id = match wire.id.as_deref() {
         Some(id) if valid_id(id) => Some(id.to_owned()),

@@ -22,6 +22,7 @@ pub fn free_port() -> u16 {
 pub struct Broker {
     pub port: u16,
     storage: String,
+    dir: PathBuf,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -47,14 +48,15 @@ impl Broker {
 
     /// A broker storing in SQLite under `dir`, so it survives a restart.
     pub fn sqlite(dir: &Path) -> Broker {
-        let storage = format!("sqlite://{}", dir.join("tansu.db").display());
-        Broker::start(free_port(), storage, dir)
+        // tansu resolves the path relative to its working directory (see `spawn`).
+        Broker::start(free_port(), "sqlite://tansu.db".into(), dir)
     }
 
     fn start(port: u16, storage: String, dir: &Path) -> Broker {
         let mut broker = Broker {
             port,
             storage,
+            dir: dir.to_owned(),
             child: None,
             log: dir.join(format!("tansu-{port}.log")),
         };
@@ -77,6 +79,7 @@ impl Broker {
         let child = Command::new(&bin)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", &self.storage])
+            .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

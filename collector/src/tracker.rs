@@ -124,7 +124,7 @@ mod tests {
     fn served_script_is_small_and_free_of_storage_before_consent() {
         let tracker = Tracker::default();
         let body = std::str::from_utf8(tracker.body()).expect("utf-8");
-        assert!(body.len() < 2400, "tracker grew to {} bytes", body.len());
+        assert!(body.len() < 2048, "tracker grew to {} bytes", body.len());
         assert!(
             !body.lines().any(|l| l.starts_with("//")),
             "comments are stripped"

@@ -322,6 +322,8 @@ fn referrer(raw: &str) -> Option<String> {
     ))
 }
 
+/// Topics trimmed and lower-cased; empty entries (from `"a,,b"` in a meta tag) are
+/// skipped, duplicates removed.
 fn topics(raw: Option<&[String]>) -> Result<Vec<String>, Refusal> {
     let raw = raw.unwrap_or_default();
     if raw.len() > MAX_TOPICS {
@@ -330,10 +332,10 @@ fn topics(raw: Option<&[String]>) -> Result<Vec<String>, Refusal> {
     let mut out: Vec<String> = Vec::with_capacity(raw.len());
     for t in raw {
         let t = t.trim().to_lowercase();
-        if t.is_empty() || t.chars().count() > MAX_TOPIC_CHARS {
-            return Err(invalid("topics", "empty or too long"));
+        if t.chars().count() > MAX_TOPIC_CHARS {
+            return Err(invalid("topics", "too long"));
         }
-        if !out.contains(&t) {
+        if !t.is_empty() && !out.contains(&t) {
             out.push(t);
         }
     }
@@ -441,7 +443,7 @@ mod tests {
     fn accepts_a_pageview_and_strips_the_url() {
         let ev = check(
             r#"{"type":"pageview","id":"evt-0001","url":"https://u:p@shop.example/a?email=x%40y.z&utm_source=nl#frag",
-                "referrer":"https://search.example/q?secret=1","topics":[" Boots ","boots","Sale"],"title":"<script>x</script>"}"#,
+                "referrer":"https://search.example/q?secret=1","topics":[" Boots ","boots","","Sale"],"title":"<script>x</script>"}"#,
         )
         .expect("valid");
         let page = ev.page.expect("page");

@@ -323,12 +323,6 @@ impl App {
                 Rejection::BatchTooLarge { limit },
             ));
         }
-        if self.shutting_down() {
-            return Err(drop(
-                DropReason::ShuttingDown,
-                Rejection::ShuttingDown { retry_after },
-            ));
-        }
         let signals = PrivacySignals {
             gpc: header(headers, "sec-gpc").is_some_and(|v| v.trim() == "1"),
             dnt: header(headers, "dnt").is_some_and(|v| v.trim() == "1"),

@@ -34,9 +34,6 @@ pub enum Rejection {
         accepted: usize,
         retry_after: Duration,
     },
-    ShuttingDown {
-        retry_after: Duration,
-    },
     NotFound,
     MethodNotAllowed {
         allow: &'static str,
@@ -53,9 +50,9 @@ impl Rejection {
             Rejection::BodyUnreadable | Rejection::Malformed(_) => StatusCode::BAD_REQUEST,
             Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::UnknownSite | Rejection::OriginNotAllowed => StatusCode::FORBIDDEN,
-            Rejection::BrokerUnavailable { .. }
-            | Rejection::NotAcknowledged { .. }
-            | Rejection::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::BrokerUnavailable { .. } | Rejection::NotAcknowledged { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Rejection::NotFound => StatusCode::NOT_FOUND,
             Rejection::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -95,10 +92,6 @@ impl Rejection {
                     "{accepted} events were stored, the rest were not acknowledged in time; retry the request"
                 ),
             ),
-            Rejection::ShuttingDown { .. } => (
-                "shutting_down",
-                "collector is shutting down; retry later".into(),
-            ),
             Rejection::NotFound => ("not_found", "no such endpoint".into()),
             Rejection::MethodNotAllowed { .. } => {
                 ("method_not_allowed", "method not allowed here".into())
@@ -113,8 +106,7 @@ impl Rejection {
         let headers = response.headers_mut();
         match self {
             Rejection::BrokerUnavailable { retry_after }
-            | Rejection::NotAcknowledged { retry_after, .. }
-            | Rejection::ShuttingDown { retry_after } => {
+            | Rejection::NotAcknowledged { retry_after, .. } => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after.as_secs().max(1)),

@@ -73,19 +73,16 @@ pub enum DropReason {
     /// told to retry (503). The record may still arrive later: downstream
     /// de-duplicates by event id.
     NotAcknowledged,
-    /// The collector is shutting down (503).
-    ShuttingDown,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::UnknownSite,
         DropReason::OriginNotAllowed,
         DropReason::BatchTooLarge,
         DropReason::DoNotTrack,
         DropReason::BrokerUnavailable,
         DropReason::NotAcknowledged,
-        DropReason::ShuttingDown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -96,7 +93,6 @@ impl DropReason {
             DropReason::DoNotTrack => "do_not_track",
             DropReason::BrokerUnavailable => "broker_unavailable",
             DropReason::NotAcknowledged => "not_acknowledged",
-            DropReason::ShuttingDown => "shutting_down",
         }
     }
 }

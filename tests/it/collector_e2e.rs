@@ -21,9 +21,10 @@ async fn events_reach_the_real_broker_and_no_ip_is_kept() {
     let spur = Spur::start(dir.path(), &brokers, "").await;
 
     let sent_at = now_ms();
-    let (a, b, c, bad) = (eid(), eid(), eid(), eid());
+    let (a, b, c, bad, bad2, run) = (eid(), eid(), eid(), eid(), eid(), eid());
+    let visitor = format!("e2e-{run}");
     let body = json!({
-        "site": "shop", "sent_at": sent_at, "visitor_id": "e2e-visitor-000001",
+        "site": "shop", "sent_at": sent_at, "visitor_id": visitor,
         "consent": {"analytics": true, "marketing": true},
         "events": [
             {"type": "pageview", "id": a, "ts": sent_at - 200, "url": "https://shop.example/a?utm_medium=x&token=s3cret",
@@ -31,7 +32,7 @@ async fn events_reach_the_real_broker_and_no_ip_is_kept() {
             {"type": "engagement", "id": b, "url": "https://shop.example/a", "engaged_ms": 900},
             {"type": "consent", "id": c, "purposes": {"marketing": "withdrawn"}},
             {"type": "pageview", "id": bad, "url": "https://shop.example/", "scroll_pct": "x"},
-            {"type": "identify", "email": "broken"},
+            {"type": "identify", "id": bad2, "email": "broken"},
         ]
     });
     let resp = spur
@@ -45,34 +46,29 @@ async fn events_reach_the_real_broker_and_no_ip_is_kept() {
     assert_eq!(resp.json()["accepted"], 3);
     // The canary also arrives as the TCP-level client of an IPv6 forward and in a pixel.
     let v6 = Req::batch(
-        json!({"site": "shop", "events": [{"type": "pageview", "url": "https://shop.example/v6"}]}),
+        json!({"site": "shop", "events": [{"type": "pageview", "url": format!("https://shop.example/v6-{run}")}]}),
     )
     .header("x-forwarded-for", CANARY_V6);
     assert_eq!(spur.send(v6).await.status, 202);
-    let mut pixel = Req::get("/p.gif?s=shop&u=https%3A%2F%2Fshop.example%2Fpx");
+    let mut pixel = Req::get(&format!(
+        "/p.gif?s=shop&u=https%3A%2F%2Fshop.example%2Fpx-{run}"
+    ));
     pixel
         .headers
         .push(("x-forwarded-for".into(), CANARY_IP.into()));
     assert_eq!(spur.send(pixel).await.status, 200);
 
     let brokers = brokers.clone();
-    let (events, dead) = tokio::task::spawn_blocking(move || {
-        (
-            read_topic(
-                &brokers,
-                TOPIC_EVENTS,
-                "\"shop\"",
-                5,
-                Duration::from_secs(30),
-            ),
-            read_topic(
-                &brokers,
-                TOPIC_DEAD_LETTER,
-                "\"shop\"",
-                2,
-                Duration::from_secs(30),
-            ),
-        )
+    let (events, dead) = tokio::task::spawn_blocking({
+        let (run, bad, bad2) = (run.clone(), bad.clone(), bad2.clone());
+        move || {
+            let dead =
+                |id: &str| read_topic(&brokers, TOPIC_DEAD_LETTER, id, 1, Duration::from_secs(30));
+            (
+                read_topic(&brokers, TOPIC_EVENTS, &run, 5, Duration::from_secs(30)),
+                [dead(&bad), dead(&bad2)].concat(),
+            )
+        }
     })
     .await
     .expect("reader");
@@ -86,7 +82,7 @@ async fn events_reach_the_real_broker_and_no_ip_is_kept() {
     };
     let pv = by_id(&a);
     assert_eq!(pv["v"], 1);
-    assert_eq!(pv["_key"], "shop:e2e-visitor-000001");
+    assert_eq!(pv["_key"], format!("shop:{visitor}"));
     assert_eq!(pv["page"]["url"], "https://shop.example/a?utm_medium=x");
     assert_eq!(pv["page"]["topics"], json!(["boots"]));
     assert_eq!(
@@ -108,6 +104,7 @@ async fn events_reach_the_real_broker_and_no_ip_is_kept() {
     assert_eq!(dead[0]["reason"], "invalid_field");
     assert_eq!(dead[0]["event_id"], bad.as_str());
     assert_eq!(dead[1]["reason"], "invalid_field");
+    assert_eq!(dead[1]["event_type"], "identify");
     assert_eq!(dead[1]["detail"], "email: not an e-mail address");
 
     let metrics = String::from_utf8_lossy(&spur.send(Req::get("/metrics")).await.body).into_owned();

@@ -207,6 +207,12 @@ impl Spur {
         try_send(self.addr, req).await.expect("request")
     }
 
+    /// Kills it with SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops it with SIGTERM (graceful) and returns its log.
     pub fn stop(mut self) -> String {
         let _ = Command::new("kill")

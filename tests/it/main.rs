@@ -15,5 +15,6 @@ mod client;
 mod harness;
 
 mod broker_restart;
+mod collector_crash;
 mod collector_e2e;
 mod tracker;

@@ -110,14 +110,16 @@ impl Harness {
         try_send(self.addr, req).await.expect("request")
     }
 
-    /// Stops the collector gracefully and waits for it.
-    pub async fn stop(mut self) {
+    /// Stops the collector gracefully and waits for it. Returns the mock broker, which
+    /// lives on for reading what was delivered.
+    pub async fn stop(mut self) -> MockCluster<'static, DefaultProducerContext> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.expect("collector task");
         }
+        self.mock
     }
 
     /// Sum of a metric's samples whose labels include all of `labels`.

@@ -47,7 +47,13 @@ impl Settings {
             );
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("SPUR_").ignore(&["config"]).split("__"));
+        // Only `SPUR_<SECTION>__<KEY>` names are configuration; other `SPUR_*` variables
+        // (`SPUR_CONFIG`, test and benchmark knobs) are not.
+        figment = figment.merge(
+            Env::prefixed("SPUR_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
         figment.extract().context("invalid configuration")
     }
 

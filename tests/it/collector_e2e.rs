@@ -147,6 +147,8 @@ async fn config_check_prints_the_merged_config_with_secrets_redacted() {
             "check",
         ])
         .env("SPUR_COLLECTOR__LIMITS__MAX_EVENTS_PER_BATCH", "7")
+        // Regression: `SPUR_IT_BROKERS` in CI's environment was read as a config key.
+        .env("SPUR_IT_BROKERS", "not-a-config-key")
         .output()
         .expect("run");
     let stdout = String::from_utf8_lossy(&out.stdout);

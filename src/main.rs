@@ -31,11 +31,44 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Run the processor: Kafka → pseudonymised, sessionised Delta Lake, exactly once.
+    Process,
+    /// Manage the HMAC keys of the pseudonyms (`processor.keys_dir`).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Lake maintenance.
+    Lake {
+        #[command(subcommand)]
+        command: LakeCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Create the key files with a first random key each, if missing.
+    Init,
+    /// Add a new key version for a purpose and make it active; old versions stay
+    /// until retired.
+    Rotate {
+        /// `analytics` (visitor pseudonyms) or `identity` (e-mail pseudonyms).
+        purpose: String,
+    },
+    /// Delete an old key version: pseudonyms made with it can never again be linked
+    /// to their input.
+    Retire { purpose: String, version: u32 },
+}
+
+#[derive(Subcommand, Debug)]
+enum LakeCommand {
+    /// Compact small files of both tables (Delta OPTIMIZE).
+    Optimize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -58,6 +91,62 @@ fn main() -> anyhow::Result<()> {
                 toml::to_string_pretty(&settings).context("printing the configuration")?
             );
             Ok(())
+        }
+        Command::Process => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(spur_processor::run(
+                settings.processor,
+                settings.kafka,
+                settings::shutdown_signal(),
+            ))?;
+            Ok(())
+        }
+        Command::Keys { command } => {
+            use spur_processor::keys::{KeyRing, Purpose};
+            let dir = &settings.processor.keys_dir;
+            let purpose = |name: &str| match name {
+                "analytics" => Ok(Purpose::Analytics),
+                "identity" => Ok(Purpose::Identity),
+                other => anyhow::bail!("unknown purpose {other:?}: analytics or identity"),
+            };
+            match command {
+                KeysCommand::Init => {
+                    KeyRing::init(dir)?;
+                    println!("keys ready in {}", dir.display());
+                }
+                KeysCommand::Rotate { purpose: name } => {
+                    let version = KeyRing::rotate(dir, purpose(&name)?)?;
+                    println!("{name} key version {version} is now active");
+                }
+                KeysCommand::Retire {
+                    purpose: name,
+                    version,
+                } => {
+                    KeyRing::retire(dir, purpose(&name)?, version)?;
+                    println!("{name} key version {version} deleted");
+                }
+            }
+            Ok(())
+        }
+        Command::Lake {
+            command: LakeCommand::Optimize,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut lake = spur_processor::lake::Lake::open(&settings.processor.lake).await?;
+                for kind in [
+                    spur_processor::lake::TableKind::Events,
+                    spur_processor::lake::TableKind::Sessions,
+                ] {
+                    let summary = lake.optimize(kind).await?;
+                    println!("{kind:?}: {summary:?}");
+                }
+                anyhow::Ok(())
+            })
         }
         Command::Collect { listen } => {
             if let Some(listen) = listen {

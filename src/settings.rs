@@ -15,6 +15,7 @@ use spur_schemas::kafka::KafkaSettings;
 pub struct Settings {
     pub kafka: KafkaSettings,
     pub collector: spur_collector::Config,
+    pub processor: spur_processor::Config,
     pub log: LogSettings,
 }
 

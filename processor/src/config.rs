@@ -1,0 +1,66 @@
+//! The processor's configuration (`[processor]` in the TOML file). Defaults live in
+//! the `Default` impls; unknown keys are rejected.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Root of the Delta tables: a local directory (or `file://…`); object-store
+    /// URIs (`s3://…`) go through the same code.
+    pub lake: String,
+    /// Directory of the HMAC key files (`spur keys init` creates them).
+    pub keys_dir: PathBuf,
+    /// Kafka consumer group; every processor of one pipeline uses the same.
+    pub group_id: String,
+    /// Longest time between two Delta commits while events arrive.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Most events held before a commit.
+    pub flush_max_events: usize,
+    pub sessions: SessionConfig,
+    /// How far back duplicate event ids (client retries) are recognised, by event time.
+    #[serde(with = "humantime_serde")]
+    pub dedupe_window: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            lake: "./lake".into(),
+            keys_dir: PathBuf::from("./keys"),
+            group_id: "spur-processor".into(),
+            flush_interval: Duration::from_secs(5),
+            flush_max_events: 50_000,
+            sessions: SessionConfig::default(),
+            dedupe_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// A session ends after this long without events.
+    #[serde(with = "humantime_serde")]
+    pub inactivity: Duration,
+    /// A session never lasts longer than this.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// Most open sessions held in memory per partition; beyond it the least recently
+    /// active one is closed early (`closed_by = "evicted"`).
+    pub max_open: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            inactivity: Duration::from_secs(30 * 60),
+            max_duration: Duration::from_secs(24 * 3600),
+            max_open: 1_000_000,
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! The consume → process → commit loop, and the exactly-once protocol.
+//!
+//! One dedicated thread owns the Kafka consumer and drives the async lake through a
+//! runtime handle, so the rebalance callback (which librdkafka runs inside `poll`) can
+//! read the tables before partitions are assigned:
+//!
+//! - **Assign**: for each partition, read from the lake where `events` and `sessions`
+//!   stand (their `txn` versions are the last Kafka offsets they contain), rebuild the
+//!   open sessions and recent event ids, and assign the partition at the offset after
+//!   the earlier of the two. Kafka's own committed offsets are never trusted for this.
+//! - **Process**: decode, pseudonymise, de-duplicate by event id, sessionise. Rows for
+//!   offsets that `events` already holds (a replay after a crash between the two
+//!   commits) feed the sessioniser but are not written again.
+//! - **Commit**: every `flush_interval` or `flush_max_events`: undecodable records to
+//!   the dead-letter topic (acknowledged), then one Delta commit on `events` carrying
+//!   the rows and a `txn` per partition, then one on `sessions` with the closed
+//!   sessions, a `txn` per partition and the partition's watermark, and only then the
+//!   Kafka offsets (for lag monitoring; not needed for correctness).
+//! - **Revoke**: uncommitted work of revoked partitions is dropped; their next owner
+//!   resumes from the tables.
+//!
+//! `kill -9` at any point therefore loses nothing and duplicates nothing: what a
+//! commit made visible is never redone, what it did not is redone from Kafka.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use spur_schemas::dead_letter::DeadLetter;
+use spur_schemas::kafka::KafkaSettings;
+use spur_schemas::record::SCHEMA_VERSION;
+use tokio::runtime::Handle;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::keys::KeyRing;
+use crate::lake::{Lake, TableKind, schema};
+use crate::restore;
+use crate::sessions::Observed;
+use crate::state::PartitionState;
+use crate::transform;
+
+/// `txn` application ids: one per table and partition, plus the watermark.
+pub fn app_id(table: &str, topic: &str, partition: i32) -> String {
+    format!("spur-processor-{table}-{topic}-{partition}")
+}
+
+struct Shared {
+    lake: Lake,
+    parts: HashMap<i32, PartitionState>,
+    fatal: Option<String>,
+}
+
+/// The consumer context: runs the rebalance protocol against the lake.
+struct Ctx {
+    shared: Arc<Mutex<Shared>>,
+    handle: Handle,
+    config: Config,
+    topic: String,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut shared = lock(&self.shared);
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                for partition in partitions {
+                    let loaded = self.handle.block_on(restore::load(
+                        &mut shared.lake,
+                        &self.config,
+                        &self.topic,
+                        partition,
+                    ));
+                    match loaded {
+                        Ok(state) => {
+                            let offset = state
+                                .resume_from()
+                                .map_or(Offset::Beginning, Offset::Offset);
+                            tracing::info!(
+                                partition,
+                                ?offset,
+                                open_sessions = state.sessions.open_sessions().count(),
+                                "partition assigned; resuming from the lake's position"
+                            );
+                            if let Err(e) = tpl.set_partition_offset(&self.topic, partition, offset)
+                            {
+                                shared.fatal = Some(format!(
+                                    "cannot set offset of partition {partition}: {e}"
+                                ));
+                            }
+                            shared.parts.insert(partition, state);
+                        }
+                        Err(e) => {
+                            shared.fatal = Some(format!(
+                                "cannot restore partition {partition} from the lake: {e}"
+                            ));
+                        }
+                    }
+                }
+                drop(shared);
+                if let Err(e) = consumer.assign(tpl) {
+                    lock(&self.shared).fatal = Some(format!("assign failed: {e}"));
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let mut shared = lock(&self.shared);
+                for e in tpl.elements() {
+                    if let Some(state) = shared.parts.remove(&e.partition()) {
+                        tracing::info!(
+                            partition = e.partition(),
+                            uncommitted = state.rows.len(),
+                            "partition revoked; its uncommitted work is left to the next owner"
+                        );
+                    }
+                }
+                drop(shared);
+                let _ = consumer.unassign();
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// Runs the processor on the current (non-runtime) thread until `stop` is set. The
+/// lake is driven through `handle`.
+pub fn run_blocking(
+    config: Config,
+    kafka: KafkaSettings,
+    handle: Handle,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let keys = KeyRing::load(&config.keys_dir)?;
+    let lake = handle.block_on(Lake::open(&config.lake))?;
+    let topic = kafka.topics.events.clone();
+    let shared = Arc::new(Mutex::new(Shared {
+        lake,
+        parts: HashMap::new(),
+        fatal: None,
+    }));
+    let ctx = Ctx {
+        shared: shared.clone(),
+        handle: handle.clone(),
+        config: config.clone(),
+        topic: topic.clone(),
+    };
+
+    let mut client = base_config(&kafka);
+    client
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range,roundrobin")
+        .set("isolation.level", "read_committed");
+    let consumer: BaseConsumer<Ctx> = client.create_with_context(ctx)?;
+    consumer.subscribe(&[topic.as_str()])?;
+    let dead_letters: FutureProducer = {
+        let mut p = base_config(&kafka);
+        p.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("client.id", "spur-processor");
+        p.create()?
+    };
+    let out = Outputs {
+        dead_letters,
+        dead_letter_topic: kafka.topics.dead_letter.clone(),
+        topic,
+        handle,
+    };
+
+    tracing::info!(
+        group = config.group_id,
+        lake = config.lake,
+        "processor started"
+    );
+    let mut last_flush = Instant::now();
+    let mut pending_dead: Vec<DeadLetter> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
+            match msg {
+                Ok(msg) => process(&mut lock(&shared), &msg, &keys, &mut pending_dead),
+                Err(e) => tracing::warn!(error = %e, "consume error"),
+            }
+        }
+        if let Some(fatal) = lock(&shared).fatal.take() {
+            return Err(Error::Config(fatal));
+        }
+        let pending: usize = lock(&shared).parts.values().map(|p| p.rows.len()).sum();
+        if pending >= config.flush_max_events || last_flush.elapsed() >= config.flush_interval {
+            flush(&mut lock(&shared), &consumer, &out, &mut pending_dead)?;
+            last_flush = Instant::now();
+        }
+    }
+    flush(&mut lock(&shared), &consumer, &out, &mut pending_dead)?;
+    tracing::info!("processor stopped");
+    Ok(())
+}
+
+fn base_config(kafka: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (k, v) in &kafka.properties {
+        config.set(k, v);
+    }
+    for (k, v) in &kafka.secret_properties {
+        config.set(k, v.expose());
+    }
+    config.set("bootstrap.servers", &kafka.brokers);
+    config
+}
+
+fn process(
+    shared: &mut Shared,
+    msg: &BorrowedMessage<'_>,
+    keys: &KeyRing,
+    dead: &mut Vec<DeadLetter>,
+) {
+    let partition = msg.partition();
+    let offset = msg.offset();
+    let Some(state) = shared.parts.get_mut(&partition) else {
+        return; // not (or no longer) ours
+    };
+    if state.processed.is_some_and(|p| offset <= p) {
+        return; // delivered again after a seek
+    }
+    state.processed = Some(offset);
+    let replay = state.events_done.is_some_and(|done| offset <= done);
+    let record = match transform::decode(msg.payload().unwrap_or_default()) {
+        Ok(record) => record,
+        Err(why) => {
+            if !replay {
+                dead.push(DeadLetter {
+                    v: SCHEMA_VERSION,
+                    reason: why.reason,
+                    detail: why.detail,
+                    stage: "processor".into(),
+                    site_id: None,
+                    event_id: None,
+                    event_type: None,
+                    index: 0,
+                    size: msg.payload_len() as u64,
+                    received_at: msg.timestamp().to_millis().unwrap_or_default(),
+                });
+            }
+            return;
+        }
+    };
+    let mut row = transform::to_row(record, keys, partition, offset);
+    let watermark = state.sessions.watermark().max(row.event_time);
+    if !state
+        .recent
+        .insert(&row.event_id, row.event_time, watermark)
+    {
+        return; // a retry of an event already processed
+    }
+    row.session_id = state.sessions.observe(&Observed {
+        site_id: &row.site_id,
+        visitor_id: &row.visitor_id,
+        event_id: &row.event_id,
+        event_time: row.event_time,
+        event_type: &row.event_type,
+        path: row.path.as_deref(),
+        engaged_ms: row.engaged_ms,
+        is_bot: row.is_bot,
+        country: row.country.as_deref(),
+        device: &row.device,
+    });
+    if !replay {
+        state.rows.push(row);
+    }
+}
+
+struct Outputs {
+    dead_letters: FutureProducer,
+    dead_letter_topic: String,
+    topic: String,
+    handle: Handle,
+}
+
+/// Commits everything processed: dead letters, `events`, `sessions`, Kafka offsets.
+fn flush(
+    shared: &mut Shared,
+    consumer: &BaseConsumer<Ctx>,
+    out: &Outputs,
+    dead: &mut Vec<DeadLetter>,
+) -> Result<()> {
+    if !dead.is_empty() {
+        let sends = dead.iter().map(|dl| {
+            let payload = serde_json::to_vec(dl).expect("dead letters serialise");
+            let producer = out.dead_letters.clone();
+            let topic = out.dead_letter_topic.clone();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::<(), _>::to(&topic).payload(&payload),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
+            }
+        });
+        for result in out.handle.block_on(futures::future::join_all(sends)) {
+            result?;
+        }
+        tracing::warn!(count = dead.len(), "undecodable records dead-lettered");
+        dead.clear();
+    }
+    let dirty: Vec<i32> = shared
+        .parts
+        .iter()
+        .filter(|(_, s)| s.dirty())
+        .map(|(p, _)| *p)
+        .collect();
+    if dirty.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    for p in &dirty {
+        let state = shared.parts.get_mut(p).expect("dirty partitions exist");
+        for mut s in state.sessions.close_idle() {
+            s.kafka_partition = *p;
+            state.closed.push(s);
+        }
+    }
+    let (n_rows, n_sessions) = dirty.iter().fold((0, 0), |(r, c), p| {
+        let state = &shared.parts[p];
+        (r + state.rows.len(), c + state.closed.len())
+    });
+    // A failed commit leaves the tables as they were; retry with backoff. Before each
+    // retry the tables are asked whether the commit landed after all (a lost answer),
+    // so nothing is written twice.
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1.. {
+        match commit_tables(shared, out, &dirty) {
+            Ok(()) => break,
+            Err(e) if attempt < 6 => {
+                tracing::warn!(error = %e, attempt, ?delay, "lake commit failed; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(15));
+                reconcile(shared, out, &dirty)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    let mut offsets = TopicPartitionList::new();
+    for p in &dirty {
+        // A partition fenced off during the commit is gone from `parts`.
+        if let Some(done) = shared.parts.get(p).and_then(|s| s.processed) {
+            let _ = offsets.add_partition_offset(&out.topic, *p, Offset::Offset(done + 1));
+        }
+    }
+    if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
+        // Only lag monitoring depends on it: the lake holds the truth.
+        tracing::debug!(error = %e, "kafka offset commit failed");
+    }
+    tracing::info!(
+        rows = n_rows,
+        sessions = n_sessions,
+        partitions = dirty.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "committed to the lake"
+    );
+    Ok(())
+}
+
+/// The two Delta commits of a flush; each partition's position moves only once its
+/// commit succeeded.
+fn commit_tables(shared: &mut Shared, out: &Outputs, dirty: &[i32]) -> Result<()> {
+    // Fencing: a partition whose table position moved under us belongs to another
+    // processor now (we were dropped from the group without a revoke); our work on it
+    // is discarded rather than written twice.
+    let mut dirty = dirty.to_vec();
+    for p in dirty.clone() {
+        let app = app_id("events", &out.topic, p);
+        let in_table = out
+            .handle
+            .block_on(shared.lake.txn_version(TableKind::Events, &app))?;
+        if in_table != shared.parts[&p].events_done {
+            tracing::warn!(
+                partition = p,
+                ?in_table,
+                "partition written by another processor; dropping our work"
+            );
+            shared.parts.remove(&p);
+            dirty.retain(|d| *d != p);
+        }
+    }
+    let dirty = dirty.as_slice();
+    let behind: Vec<i32> = dirty
+        .iter()
+        .copied()
+        .filter(|p| shared.parts[p].processed > shared.parts[p].events_done)
+        .collect();
+    if !behind.is_empty() {
+        let rows: Vec<_> = behind
+            .iter()
+            .flat_map(|p| shared.parts[p].rows.iter().cloned())
+            .collect();
+        let txns: Vec<_> = behind
+            .iter()
+            .filter_map(|p| Some((app_id("events", &out.topic, *p), shared.parts[p].processed?)))
+            .collect();
+        out.handle.block_on(shared.lake.append(
+            TableKind::Events,
+            schema::events_batch(&rows)?,
+            &txns,
+        ))?;
+        for p in &behind {
+            let state = shared.parts.get_mut(p).expect("dirty partitions exist");
+            state.events_done = state.processed;
+            state.rows.clear();
+        }
+    }
+    let closed: Vec<_> = dirty
+        .iter()
+        .flat_map(|p| shared.parts[p].closed.iter().cloned())
+        .collect();
+    let mut txns = Vec::new();
+    for p in dirty {
+        let state = &shared.parts[p];
+        if let Some(processed) = state.processed {
+            txns.push((app_id("sessions", &out.topic, *p), processed));
+            txns.push((
+                app_id("watermark", &out.topic, *p),
+                state.sessions.watermark(),
+            ));
+            txns.push((
+                app_id("evicted", &out.topic, *p),
+                state.sessions.evicted_until(),
+            ));
+        }
+    }
+    out.handle.block_on(shared.lake.append(
+        TableKind::Sessions,
+        schema::sessions_batch(&closed)?,
+        &txns,
+    ))?;
+    for p in dirty {
+        let state = shared.parts.get_mut(p).expect("dirty partitions exist");
+        state.sessions_done = state.processed;
+        state.closed.clear();
+    }
+    Ok(())
+}
+
+/// After a failed commit: asks the tables where they stand, so that a commit which
+/// landed although its answer was lost is not made again.
+fn reconcile(shared: &mut Shared, out: &Outputs, dirty: &[i32]) -> Result<()> {
+    // The handles may be stale (a commit landed although its answer was lost).
+    out.handle.block_on(shared.lake.refresh())?;
+    for p in dirty {
+        let events = out.handle.block_on(
+            shared
+                .lake
+                .txn_version(TableKind::Events, &app_id("events", &out.topic, *p)),
+        )?;
+        let sessions = out.handle.block_on(
+            shared
+                .lake
+                .txn_version(TableKind::Sessions, &app_id("sessions", &out.topic, *p)),
+        )?;
+        let Some(state) = shared.parts.get_mut(p) else {
+            continue;
+        };
+        if events.is_some() && events == state.processed && state.events_done != events {
+            state.events_done = events;
+            state.rows.clear();
+        }
+        if sessions.is_some() && sessions == state.processed && state.sessions_done != sessions {
+            state.sessions_done = sessions;
+            state.closed.clear();
+        }
+    }
+    Ok(())
+}

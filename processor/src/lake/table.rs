@@ -1,0 +1,417 @@
+//! [`Lake`]: the two Delta tables under one root, opened (or created) together, and
+//! every write and read the processor does on them.
+//!
+//! Exactly-once rests on one rule: an [`Lake::append`] is a single Delta commit that
+//! holds the data files *and* the `txn` actions recording, per Kafka source, the last
+//! offset those files contain. Delta makes the commit atomic (the log entry appears
+//! whole or not at all, and data files are invisible until a log entry references
+//! them), so after a crash the offsets read back with [`Lake::txn_version`] describe
+//! exactly the rows that are in the table.
+
+use std::collections::{HashMap, HashSet};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::prelude::SessionContext;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{StructType, Transaction};
+use deltalake::operations::optimize::OptimizeType;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use tracing::{debug, info};
+
+use super::schema::{PARTITION_COLUMN, events_schema, sessions_schema};
+use crate::error::{Error, Result};
+
+/// Rows per Parquet row group: large enough for good compression and few footer
+/// entries, small enough that a reader filtering on statistics skips useful amounts.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// zstd level of data files: level 3 (zstd's own default) compresses these repetitive
+/// string columns well at a small CPU cost; higher levels buy little.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// One of the lake's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TableKind {
+    /// `events`: one row per processed event ([`crate::model::EventRow`]).
+    Events,
+    /// `sessions`: one row per closed session ([`crate::model::SessionRow`]).
+    Sessions,
+}
+
+impl TableKind {
+    pub const ALL: [TableKind; 2] = [TableKind::Events, TableKind::Sessions];
+
+    /// The table's name: its directory under the lake root and its SQL name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableKind::Events => "events",
+            TableKind::Sessions => "sessions",
+        }
+    }
+
+    /// The Arrow schema of the rows written to the table.
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            TableKind::Events => events_schema(),
+            TableKind::Sessions => sessions_schema(),
+        }
+    }
+
+    fn comment(self) -> &'static str {
+        match self {
+            TableKind::Events => "Spur: one row per processed event (pseudonymised)",
+            TableKind::Sessions => "Spur: one row per closed session (pseudonymised)",
+        }
+    }
+
+    /// Columns that get min/max statistics in the log. Statistics only help on
+    /// columns queries filter or sort by; limiting them keeps every `add` action in
+    /// the log small (the default is the first 32 columns, mostly useless here).
+    fn stats_columns(self) -> &'static str {
+        match self {
+            TableKind::Events => {
+                "event_time,received_at,site_id,event_type,is_bot,kafka_partition,kafka_offset"
+            }
+            TableKind::Sessions => "start_time,end_time,site_id,is_bot,kafka_partition",
+        }
+    }
+
+    /// Table properties set at creation. See docs/lake.md for the reasons.
+    fn properties(self) -> Vec<(&'static str, Option<&'static str>)> {
+        vec![
+            // Rows are deleted later (GDPR erasure), so the table must not be append-only.
+            ("delta.appendOnly", Some("false")),
+            ("delta.dataSkippingStatsColumns", Some(self.stats_columns())),
+            // How long files removed by a delete or an optimize stay on storage for
+            // readers of older versions; `vacuum` removes them after this. Erased rows
+            // are physically gone at most this long after the delete commit.
+            (
+                "delta.deletedFileRetentionDuration",
+                Some("interval 7 days"),
+            ),
+            ("delta.logRetentionDuration", Some("interval 30 days")),
+        ]
+    }
+}
+
+impl std::fmt::Display for TableKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What an [`Lake::optimize`] did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OptimizeSummary {
+    /// Table version after the run (unchanged if there was nothing to compact).
+    pub version: i64,
+    pub files_added: u64,
+    pub files_removed: u64,
+    pub bytes_added: i64,
+    pub bytes_removed: i64,
+    pub partitions_optimized: u64,
+    pub files_considered: usize,
+    pub files_skipped: usize,
+}
+
+/// The lake: tables `events` and `sessions` under one root.
+#[derive(Debug)]
+pub struct Lake {
+    root: String,
+    events: DeltaTable,
+    sessions: DeltaTable,
+}
+
+impl Lake {
+    /// Opens the lake at `root` (a local directory, a `file://` URL, or any URL whose
+    /// object store is compiled into delta-rs, e.g. `s3://bucket/prefix`), creating
+    /// `<root>/events` and `<root>/sessions` if they do not exist yet.
+    pub async fn open(root: &str) -> Result<Lake> {
+        Self::open_with_storage_options(root, HashMap::new()).await
+    }
+
+    /// [`Lake::open`] with object-store options (credentials, endpoint, region, ...),
+    /// passed unchanged to delta-rs (`DeltaTableBuilder::with_storage_options`).
+    pub async fn open_with_storage_options(
+        root: &str,
+        storage_options: HashMap<String, String>,
+    ) -> Result<Lake> {
+        let trimmed = root.trim_end_matches('/');
+        if trimmed.is_empty() {
+            return Err(Error::Config(format!(
+                "lake root {root:?} is not a directory or URL"
+            )));
+        }
+        let events = open_or_create(trimmed, TableKind::Events, &storage_options).await?;
+        let sessions = open_or_create(trimmed, TableKind::Sessions, &storage_options).await?;
+        Ok(Lake {
+            root: trimmed.to_owned(),
+            events,
+            sessions,
+        })
+    }
+
+    /// The root this lake was opened with, without a trailing slash.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// The table as of the last commit this `Lake` made or loaded.
+    pub fn table(&self, kind: TableKind) -> &DeltaTable {
+        match kind {
+            TableKind::Events => &self.events,
+            TableKind::Sessions => &self.sessions,
+        }
+    }
+
+    fn table_mut(&mut self, kind: TableKind) -> &mut DeltaTable {
+        match kind {
+            TableKind::Events => &mut self.events,
+            TableKind::Sessions => &mut self.sessions,
+        }
+    }
+
+    /// The loaded version of a table.
+    pub fn version(&self, kind: TableKind) -> Result<i64> {
+        loaded_version(self.table(kind))
+    }
+
+    /// Loads the commits other writers made since this `Lake` last looked.
+    pub async fn refresh(&mut self) -> Result<()> {
+        for kind in TableKind::ALL {
+            self.table_mut(kind).update_state().await?;
+        }
+        Ok(())
+    }
+
+    /// Appends `batch` to a table and records `txns` — `(app_id, version)` pairs, by
+    /// convention `(spur-processor-<table>-<topic>-<partition>, last Kafka offset in
+    /// the batch)` — in the same, single Delta commit. Returns the new table version.
+    ///
+    /// On error nothing is committed: data files already written are not referenced
+    /// by the log, so no reader sees them (`vacuum` deletes such orphans later), and
+    /// the transaction versions keep their previous values. The caller retries.
+    ///
+    /// An empty batch is allowed: the commit then carries only the `txn` actions,
+    /// which is how offsets advance past records that produced no rows.
+    ///
+    /// The versions are recorded as given; that they only grow is the caller's rule
+    /// (it reads [`Lake::txn_version`] and skips what is already written). If a
+    /// commit made since this `Lake` last loaded the table carries a `txn` for one of
+    /// the same app ids, the append fails with a conflict instead of being retried by
+    /// delta-rs: another writer advanced that source, and retrying on this handle
+    /// fails the same way ([`Lake::refresh`] and re-read the versions first).
+    pub async fn append(
+        &mut self,
+        kind: TableKind,
+        batch: RecordBatch,
+        txns: &[(String, i64)],
+    ) -> Result<i64> {
+        let expected = kind.schema();
+        if batch.schema().fields() != expected.fields() {
+            return Err(ArrowError::SchemaError(format!(
+                "batch does not have the schema of table {kind}"
+            ))
+            .into());
+        }
+        let mut app_ids = HashSet::new();
+        if let Some((dup, _)) = txns.iter().find(|(id, _)| !app_ids.insert(id.as_str())) {
+            // The Delta protocol allows one `txn` per app id in a commit.
+            return Err(DeltaTableError::Generic(format!(
+                "application id {dup} appears twice in one commit"
+            ))
+            .into());
+        }
+
+        let now = chrono::Utc::now().timestamp_millis();
+        let transactions = txns
+            .iter()
+            .map(|(app_id, version)| Transaction::new_with_last_update(app_id, *version, Some(now)))
+            .collect();
+        let rows = batch.num_rows();
+
+        // `write` consumes the table handle; it works on a clone so that after a
+        // failure `self` still holds the last committed state.
+        let written = self
+            .table(kind)
+            .clone()
+            .write([batch])
+            .with_save_mode(SaveMode::Append)
+            .with_partition_columns([PARTITION_COLUMN])
+            .with_writer_properties(writer_properties())
+            .with_commit_properties(
+                CommitProperties::default().with_application_transactions(transactions),
+            )
+            .await?;
+        let version = loaded_version(&written)?;
+        *self.table_mut(kind) = written;
+        debug!(table = %kind, version, rows, txns = txns.len(), "lake commit");
+        Ok(version)
+    }
+
+    /// The last version recorded for `app_id` in a table, from the newest commit in
+    /// the log (commits of other writers included), or `None` if it never wrote.
+    pub async fn txn_version(&self, kind: TableKind, app_id: &str) -> Result<Option<i64>> {
+        // A clone, so the lookup needs no `&mut self`; cloning shares the loaded
+        // state, and `update_state` then reads only the newer log entries.
+        let mut table = self.table(kind).clone();
+        table.update_state().await?;
+        let version = table
+            .snapshot()?
+            .transaction_version(table.log_store().as_ref(), app_id)
+            .await?;
+        Ok(version)
+    }
+
+    /// A DataFusion session with both tables registered as `events` and `sessions`,
+    /// at the versions this `Lake` holds (call [`Lake::refresh`] first to see other
+    /// writers' commits). Filters on `dt` prune whole partitions.
+    pub async fn session_context(&self) -> Result<SessionContext> {
+        let ctx: SessionContext = deltalake::delta_datafusion::create_session().into_inner();
+        for kind in TableKind::ALL {
+            let table = self.table(kind);
+            // Makes the table's object store (local, s3, ...) known to the session.
+            table.update_datafusion_session(&ctx.state())?;
+            let provider = table.table_provider().await?;
+            ctx.register_table(kind.name(), provider)?;
+        }
+        Ok(ctx)
+    }
+
+    /// Compacts a table's small files (bin-packing per partition) in one commit. Rows
+    /// and transaction versions are unchanged; the replaced files stay on storage for
+    /// `delta.deletedFileRetentionDuration`, until a `vacuum`.
+    pub async fn optimize(&mut self, kind: TableKind) -> Result<OptimizeSummary> {
+        let table = self.table_mut(kind);
+        // Compact what other writers committed too, not only what this handle saw.
+        table.update_state().await?;
+        let (optimized, metrics) = table
+            .clone()
+            .optimize()
+            .with_type(OptimizeType::Compact)
+            .with_writer_properties(writer_properties())
+            .await?;
+        let version = loaded_version(&optimized)?;
+        *table = optimized;
+        info!(
+            table = %kind,
+            version,
+            files_added = metrics.num_files_added,
+            files_removed = metrics.num_files_removed,
+            "lake optimize"
+        );
+        Ok(OptimizeSummary {
+            version,
+            files_added: metrics.num_files_added,
+            files_removed: metrics.num_files_removed,
+            bytes_added: metrics.files_added.total_size,
+            bytes_removed: metrics.files_removed.total_size,
+            partitions_optimized: metrics.partitions_optimized,
+            files_considered: metrics.total_considered_files,
+            files_skipped: metrics.total_files_skipped,
+        })
+    }
+}
+
+/// Parquet settings of every data file the lake writes (appends and compaction).
+pub fn writer_properties() -> WriterProperties {
+    // `ZstdLevel::try_new` only fails outside 1..=22.
+    let level = ZstdLevel::try_new(ZSTD_LEVEL).unwrap_or_default();
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
+fn loaded_version(table: &DeltaTable) -> Result<i64> {
+    let version = table.version().ok_or(DeltaTableError::NotInitialized)?;
+    i64::try_from(version).map_err(|_| {
+        DeltaTableError::Generic(format!("table version {version} exceeds i64")).into()
+    })
+}
+
+/// Loads `<root>/<table>`, creating it first if there is no Delta log there.
+async fn open_or_create(
+    root: &str,
+    kind: TableKind,
+    storage_options: &HashMap<String, String>,
+) -> Result<DeltaTable> {
+    let location = format!("{root}/{}", kind.name());
+    // For local paths this also creates the directory and makes the path absolute.
+    let url = deltalake::ensure_table_uri(&location)?;
+    let mut table = DeltaTableBuilder::from_url(url)?
+        .with_storage_options(storage_options.clone())
+        .build()?;
+
+    if !table.verify_deltatable_existence().await? {
+        match create(&table, kind).await {
+            Ok(created) => {
+                info!(table = %kind, location = %created.table_url(), "created lake table");
+                check_layout(&created, kind)?;
+                return Ok(created);
+            }
+            Err(err) => {
+                // Another process may have created it between the check and the
+                // commit (the commit of version 0 is put-if-absent): then load theirs.
+                if !table.verify_deltatable_existence().await? {
+                    return Err(err);
+                }
+                debug!(table = %kind, error = %err, "table created concurrently");
+            }
+        }
+    }
+    table.load().await?;
+    check_layout(&table, kind)?;
+    Ok(table)
+}
+
+async fn create(table: &DeltaTable, kind: TableKind) -> Result<DeltaTable> {
+    let schema: StructType = kind.schema().as_ref().try_into_kernel()?;
+    let created = table
+        .create()
+        .with_save_mode(SaveMode::ErrorIfExists)
+        .with_table_name(kind.name())
+        .with_comment(kind.comment())
+        .with_columns(schema.fields().cloned())
+        .with_partition_columns([PARTITION_COLUMN])
+        .with_configuration(kind.properties())
+        .await?;
+    Ok(created)
+}
+
+/// Refuses a table that is not what this code writes: a wrong root, or a table made
+/// by an incompatible version. Appends would fail later anyway; this says why, early.
+fn check_layout(table: &DeltaTable, kind: TableKind) -> Result<()> {
+    let snapshot = table.snapshot()?;
+    let partitions = snapshot.metadata().partition_columns();
+    if partitions != [PARTITION_COLUMN] {
+        return Err(Error::Config(format!(
+            "lake table {} is partitioned by {partitions:?}, expected [\"{PARTITION_COLUMN}\"]",
+            table.table_url()
+        )));
+    }
+    let found: Vec<String> = snapshot
+        .schema()
+        .fields()
+        .map(|f| f.name().to_owned())
+        .collect();
+    let expected: Vec<String> = kind
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().to_owned())
+        .collect();
+    if found != expected {
+        return Err(Error::Config(format!(
+            "lake table {} has columns {found:?}, expected {expected:?}",
+            table.table_url()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! Spur's processor: consumes the collector's events from Kafka, pseudonymises them
+//! with keyed HMACs, labels bots, sessionises, and writes Delta Lake tables exactly
+//! once (Kafka offsets travel in the same Delta commit as the rows).
+//!
+//! Map: [`consumer`] runs the loop and the exactly-once protocol; [`restore`] rebuilds
+//! a partition's state from the lake; [`transform`] turns a record into a row;
+//! [`keys`] and [`pseudonym`] are the keyed HMACs per purpose; [`sessions`] is the
+//! pure sessioniser; [`state`] what is held per partition; [`model`] the rows;
+//! [`lake`] the Delta tables.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use spur_schemas::kafka::KafkaSettings;
+
+pub mod config;
+pub mod consumer;
+pub mod error;
+pub mod keys;
+pub mod lake;
+pub mod model;
+pub mod pseudonym;
+pub mod restore;
+pub mod sessions;
+pub mod state;
+pub mod transform;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// Runs the processor until `shutdown` resolves (then commits what it holds and
+/// returns) or until it fails. The consumer runs on a thread of its own.
+pub async fn run(
+    config: Config,
+    kafka: KafkaSettings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let handle = tokio::runtime::Handle::current();
+    let thread_stop = stop.clone();
+    std::thread::Builder::new()
+        .name("spur-processor".into())
+        .spawn(move || {
+            let result = consumer::run_blocking(config, kafka, handle, thread_stop);
+            let _ = done_tx.send(result);
+        })?;
+    tokio::pin!(done_rx);
+    tokio::select! {
+        result = &mut done_rx => return result.unwrap_or_else(|_| Err(Error::Config("processor thread died".into()))),
+        () = shutdown => {}
+    }
+    stop.store(true, Ordering::Relaxed);
+    done_rx
+        .await
+        .unwrap_or_else(|_| Err(Error::Config("processor thread died".into())))
+}

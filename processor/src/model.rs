@@ -1,0 +1,86 @@
+//! The rows the processor writes: one [`EventRow`] per accepted event (table `events`)
+//! and one [`SessionRow`] per closed session (table `sessions`). Every identifier in
+//! them is a keyed pseudonym; there is no IP address, raw visitor id or e-mail address.
+//! The column documentation lives in `docs/lake.md`; the Arrow schemas in
+//! [`crate::lake::schema`] follow these structs field by field.
+
+/// One processed event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub event_id: String,
+    pub site_id: String,
+    /// `pageview`, `engagement`, `identify`, `consent`, `custom`.
+    pub event_type: String,
+    /// When it happened, ms since the epoch (server clock, see the collector's clock rules).
+    pub event_time: i64,
+    pub received_at: i64,
+    /// UTC date of `event_time`, `YYYY-MM-DD`: the partition column.
+    pub dt: String,
+    /// `HMAC(analytics key, site ‖ kind ‖ raw visitor id)`, hex.
+    pub visitor_id: String,
+    /// `persistent` or `cookieless`.
+    pub visitor_kind: String,
+    /// Version of the analytics key that made `visitor_id`.
+    pub key_version: i32,
+    pub session_id: String,
+    pub consent_analytics: bool,
+    pub consent_marketing: bool,
+    pub gpc: bool,
+    pub dnt: bool,
+    pub country: Option<String>,
+    pub region: Option<String>,
+    pub browser: String,
+    pub browser_version: String,
+    pub os: String,
+    pub device: String,
+    pub is_bot: bool,
+    pub bot_reason: Option<String>,
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub referrer: Option<String>,
+    pub title: Option<String>,
+    pub topics: Vec<String>,
+    /// `engagement`: visible time on the page.
+    pub engaged_ms: Option<i64>,
+    pub scroll_pct: Option<i32>,
+    /// `identify`: `HMAC(identity key, lower-cased e-mail)`, hex.
+    pub email_hash: Option<String>,
+    pub form: Option<String>,
+    /// `consent`: the purposes and their new state, JSON.
+    pub consent_purposes: Option<String>,
+    /// `identify`/`consent`: the evidence that came with it, JSON.
+    pub consent_evidence: Option<String>,
+    /// `custom`: event name and properties (JSON).
+    pub name: Option<String>,
+    pub props: Option<String>,
+    /// The collector's clock flags (`seconds`, `future`, ...), comma-separated.
+    pub time_flags: Option<String>,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+}
+
+/// One closed session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    pub session_id: String,
+    pub site_id: String,
+    pub visitor_id: String,
+    /// UTC date of `start_time`: the partition column.
+    pub dt: String,
+    pub start_time: i64,
+    pub end_time: i64,
+    pub duration_ms: i64,
+    pub events: i64,
+    pub pageviews: i64,
+    /// Sum of engaged time reported by engagement events.
+    pub engaged_ms: i64,
+    pub entry_path: Option<String>,
+    pub exit_path: Option<String>,
+    pub is_bot: bool,
+    pub country: Option<String>,
+    pub device: String,
+    /// `inactivity` or `max_duration`.
+    pub closed_by: String,
+    pub kafka_partition: i32,
+}

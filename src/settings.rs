@@ -31,7 +31,8 @@ pub struct LogSettings {
 impl Default for LogSettings {
     fn default() -> Self {
         Self {
-            filter: "info".into(),
+            // delta-rs' kernel logs every snapshot at info.
+            filter: "info,buoyant_kernel=warn,deltalake_core=warn".into(),
             format: "text".into(),
         }
     }

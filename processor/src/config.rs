@@ -16,12 +16,23 @@ pub struct Config {
     pub keys_dir: PathBuf,
     /// Kafka consumer group; every processor of one pipeline uses the same.
     pub group_id: String,
+    /// How long the group waits for a silent processor before giving its partitions
+    /// to the others (`session.timeout.ms`; the broker bounds it, 6 s minimum by
+    /// default).
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
     /// Longest time between two Delta commits while events arrive.
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
     /// Most events held before a commit.
     pub flush_max_events: usize,
     pub sessions: SessionConfig,
+    /// How many records before its resume point a partition is read from when it is
+    /// assigned; those records are skipped. Real Kafka needs 0, but a broker that
+    /// answers a fetch inside a record batch with the following batch (tansu 0.6) would
+    /// otherwise lose the rest of that batch. Must be at least the producer's largest
+    /// batch (librdkafka `batch.num.messages`, 10,000 by default).
+    pub resume_rewind: u32,
     /// How far back duplicate event ids (client retries) are recognised, by event time.
     #[serde(with = "humantime_serde")]
     pub dedupe_window: Duration,
@@ -33,9 +44,11 @@ impl Default for Config {
             lake: "./lake".into(),
             keys_dir: PathBuf::from("./keys"),
             group_id: "spur-processor".into(),
+            session_timeout: Duration::from_secs(10),
             flush_interval: Duration::from_secs(5),
             flush_max_events: 50_000,
             sessions: SessionConfig::default(),
+            resume_rewind: 10_000,
             dedupe_window: Duration::from_secs(24 * 3600),
         }
     }

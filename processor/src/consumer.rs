@@ -46,6 +46,15 @@ use crate::sessions::Observed;
 use crate::state::PartitionState;
 use crate::transform;
 
+/// Where to start reading a partition: a little before its resume point, because some
+/// brokers (tansu 0.6) answer a fetch inside a record batch with the *next* batch; the
+/// records up to the resume point are skipped by `skip_through`.
+fn start_offset(state: &PartitionState, config: &Config) -> Offset {
+    state.resume_from().map_or(Offset::Beginning, |r| {
+        Offset::Offset((r - i64::from(config.resume_rewind)).max(0))
+    })
+}
+
 /// `txn` application ids: one per table and partition, plus the watermark.
 pub fn app_id(table: &str, topic: &str, partition: i32) -> String {
     format!("spur-processor-{table}-{topic}-{partition}")
@@ -54,6 +63,8 @@ pub fn app_id(table: &str, topic: &str, partition: i32) -> String {
 struct Shared {
     lake: Lake,
     parts: HashMap<i32, PartitionState>,
+    /// Partitions whose work was discarded by fencing; reloaded after the flush.
+    fenced: Vec<i32>,
     fatal: Option<String>,
 }
 
@@ -91,9 +102,7 @@ impl ConsumerContext for Ctx {
                     ));
                     match loaded {
                         Ok(state) => {
-                            let offset = state
-                                .resume_from()
-                                .map_or(Offset::Beginning, Offset::Offset);
+                            let offset = start_offset(&state, &self.config);
                             tracing::info!(
                                 partition,
                                 ?offset,
@@ -156,6 +165,7 @@ pub fn run_blocking(
     let shared = Arc::new(Mutex::new(Shared {
         lake,
         parts: HashMap::new(),
+        fenced: Vec::new(),
         fatal: None,
     }));
     let ctx = Ctx {
@@ -168,6 +178,10 @@ pub fn run_blocking(
     let mut client = base_config(&kafka);
     client
         .set("group.id", &config.group_id)
+        .set(
+            "session.timeout.ms",
+            config.session_timeout.as_millis().to_string(),
+        )
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -183,6 +197,7 @@ pub fn run_blocking(
         p.create()?
     };
     let out = Outputs {
+        config: config.clone(),
         dead_letters,
         dead_letter_topic: kafka.topics.dead_letter.clone(),
         topic,
@@ -240,8 +255,10 @@ fn process(
     let Some(state) = shared.parts.get_mut(&partition) else {
         return; // not (or no longer) ours
     };
-    if state.processed.is_some_and(|p| offset <= p) {
-        return; // delivered again after a seek
+    if state.processed.is_some_and(|p| offset <= p)
+        || state.skip_through.is_some_and(|s| offset <= s)
+    {
+        return; // delivered again after a seek, or read again from before the resume point
     }
     state.processed = Some(offset);
     let replay = state.events_done.is_some_and(|done| offset <= done);
@@ -291,6 +308,7 @@ fn process(
 }
 
 struct Outputs {
+    config: Config,
     dead_letters: FutureProducer,
     dead_letter_topic: String,
     topic: String,
@@ -371,6 +389,20 @@ fn flush(
             let _ = offsets.add_partition_offset(&out.topic, *p, Offset::Offset(done + 1));
         }
     }
+    // Fenced partitions: if the group still gives them to us, continue from what the
+    // lake holds now (a later fence or revoke settles it otherwise). Seeking discards
+    // what librdkafka had already fetched for them.
+    for p in std::mem::take(&mut shared.fenced) {
+        let state =
+            out.handle
+                .block_on(restore::load(&mut shared.lake, &out.config, &out.topic, p))?;
+        let offset = start_offset(&state, &out.config);
+        if let Err(e) = consumer.seek(&out.topic, p, offset, Duration::from_secs(10)) {
+            tracing::warn!(partition = p, error = %e, "could not seek a reloaded partition; leaving it idle");
+            continue;
+        }
+        shared.parts.insert(p, state);
+    }
     if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
         // Only lag monitoring depends on it: the lake holds the truth.
         tracing::debug!(error = %e, "kafka offset commit failed");
@@ -401,9 +433,10 @@ fn commit_tables(shared: &mut Shared, out: &Outputs, dirty: &[i32]) -> Result<()
             tracing::warn!(
                 partition = p,
                 ?in_table,
-                "partition written by another processor; dropping our work"
+                "partition written by another processor; dropping our work and reloading it"
             );
             shared.parts.remove(&p);
+            shared.fenced.push(p);
             dirty.retain(|d| *d != p);
         }
     }

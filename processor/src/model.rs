@@ -80,7 +80,8 @@ pub struct SessionRow {
     pub is_bot: bool,
     pub country: Option<String>,
     pub device: String,
-    /// `inactivity` or `max_duration`.
+    /// `inactivity`, `max_duration`, `evicted` (memory bound), `late` (a one-event
+    /// session for an event older than the open sessions allow) or `flush`.
     pub closed_by: String,
     pub kafka_partition: i32,
 }

@@ -64,9 +64,11 @@ pub async fn load(
         events_done,
         sessions_done,
         processed: None,
+        skip_through: None,
         rows: Vec::new(),
         closed: Vec::new(),
     };
+    state.skip_through = state.resume_from().map(|r| r - 1);
     let (Some(done), Some(watermark)) = (sessions_done, watermark) else {
         // Nothing committed for sessions yet: everything is replayed from the start.
         state.sessions_done = None;

@@ -424,7 +424,7 @@ impl Sessioniser {
             }
         } else if t >= s.start_time
             || (t > s.floor
-                && s.start_time.saturating_sub(t) <= inactivity_ms
+                && s.start_time.saturating_sub(t) < inactivity_ms
                 && s.last_time.saturating_sub(t) <= max_duration_ms)
         {
             Placement::Join

@@ -66,6 +66,10 @@ pub struct PartitionState {
     pub sessions_done: Option<i64>,
     /// Last offset processed in memory (committed or not).
     pub processed: Option<i64>,
+    /// Offsets up to here are already reflected in both tables: ignored when they are
+    /// read again (the consumer starts a little before the resume point, see
+    /// [`crate::config::Config::resume_rewind`]).
+    pub skip_through: Option<i64>,
     pub rows: Vec<EventRow>,
     pub closed: Vec<SessionRow>,
 }

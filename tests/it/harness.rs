@@ -238,3 +238,74 @@ impl Drop for Spur {
 pub fn pageview(id: &str, host: &str) -> serde_json::Value {
     json!({"type": "pageview", "id": id, "url": format!("https://{host}/")})
 }
+
+/// Another `spur` subcommand run as a process (`spur process`, ...), sharing the
+/// configuration file written by [`spur_config`]. Killed on drop.
+pub struct Process {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(dir: &Path, args: &[&str], log_name: &str) -> Process {
+        let log = dir.join(log_name);
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_spur"))
+            .arg("--config")
+            .arg(dir.join("spur.toml"))
+            .args(args)
+            .env("RUST_LOG", "info,buoyant_kernel=warn,deltalake_core=warn")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("spawn spur");
+        Process { child, log }
+    }
+
+    /// SIGKILL: no flush, no commit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits (at most 60 s) for a graceful exit; returns whether it exited
+    /// successfully.
+    pub fn terminate(mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `spur <args>` to completion.
+pub fn spur_once(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_spur"))
+        .arg("--config")
+        .arg(dir.join("spur.toml"))
+        .args(args)
+        .output()
+        .expect("run spur")
+}

@@ -17,4 +17,5 @@ mod harness;
 mod broker_restart;
 mod collector_crash;
 mod collector_e2e;
+mod processor_e2e;
 mod tracker;

@@ -94,6 +94,29 @@ impl Env {
             .expect("produced");
     }
 
+    /// Every record on the dead-letter topic, as JSON.
+    pub fn dead_letters(&self) -> Vec<serde_json::Value> {
+        use rdkafka::Message;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.kafka.brokers)
+            .set("group.id", "dead-letter-reader")
+            .create()
+            .expect("consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(&self.kafka.topics.dead_letter, 0, rdkafka::Offset::Beginning)
+            .expect("partition");
+        consumer.assign(&tpl).expect("assign");
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                out.push(serde_json::from_slice(m.payload().unwrap_or_default()).expect("json"));
+            }
+        }
+        out
+    }
+
     /// Runs a processor until the lake's `events` table holds `want` rows (or 60 s
     /// pass), then stops it gracefully.
     pub async fn process_until(&self, config: Config, want: usize) {

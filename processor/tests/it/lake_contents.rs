@@ -75,6 +75,13 @@ async fn events_become_pseudonymised_sessionised_rows() {
         1
     );
 
+    // The undecodable record was dead-lettered with a reason, without its content.
+    let dead = env.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["reason"], "undecodable");
+    assert_eq!(dead[0]["stage"], "processor");
+    assert!(!dead[0].to_string().contains("not a record"));
+
     // Two sessions per visitor (2-hour gap), each visitor's sessions disjoint.
     assert_eq!(
         count(&lake, "SELECT count(DISTINCT session_id) FROM events WHERE visitor_id = (SELECT visitor_id FROM events WHERE event_id = 'ev-0002-0000')").await,

@@ -104,8 +104,12 @@ impl Env {
             .create()
             .expect("consumer");
         let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition_offset(&self.kafka.topics.dead_letter, 0, rdkafka::Offset::Beginning)
-            .expect("partition");
+        tpl.add_partition_offset(
+            &self.kafka.topics.dead_letter,
+            0,
+            rdkafka::Offset::Beginning,
+        )
+        .expect("partition");
         consumer.assign(&tpl).expect("assign");
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);

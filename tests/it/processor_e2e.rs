@@ -141,7 +141,10 @@ fn check_exactly_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processor_killed_at_random_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_broker, brokers) = Broker::shared_or_memory(dir.path());
+    // A broker of its own: on a shared one, other tests' traffic on the same topic
+    // would flow through these processors too.
+    let broker = Broker::memory(dir.path());
+    let brokers = broker.brokers();
     let run = eid();
     let spur = Spur::start(
         dir.path(),
@@ -199,7 +202,10 @@ async fn processor_killed_at_random_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processors_with_repeated_rebalances_write_ground_truth() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_broker, brokers) = Broker::shared_or_memory(dir.path());
+    // A broker of its own: on a shared one, other tests' traffic on the same topic
+    // would flow through these processors too.
+    let broker = Broker::memory(dir.path());
+    let brokers = broker.brokers();
     let run = eid();
     let spur = Spur::start(
         dir.path(),

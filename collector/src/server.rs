@@ -38,10 +38,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let config = app.config.clone();
-    if config.delivery.create_topics
-        && let Err(e) = app.sink.ensure_topics(kafka, &config.delivery).await
-    {
-        tracing::warn!(error = %e, "could not ensure topics exist");
+    if config.delivery.create_topics {
+        // Bounded: an unreachable broker must not keep the collector from listening
+        // (it answers 503 and `/readyz` says why until the broker is there).
+        let bound = config.delivery.ack_timeout;
+        match tokio::time::timeout(bound, app.sink.ensure_topics(kafka, &config.delivery)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not ensure topics exist"),
+            Err(_) => tracing::warn!(
+                ?bound,
+                "broker did not answer topic creation; starting anyway"
+            ),
+        }
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let probe = {

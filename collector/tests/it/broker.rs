@@ -116,3 +116,37 @@ async fn broker_down_then_back_loses_no_acknowledged_event() {
     }
     h.stop().await;
 }
+
+/// Regression: with the broker unreachable at start-up, topic creation blocked the
+/// collector from listening at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_listening_without_a_broker() {
+    let mut cfg = config();
+    cfg.delivery.create_topics = true;
+    cfg.delivery.ack_timeout = Duration::from_secs(1);
+    let kafka = spur_schemas::kafka::KafkaSettings {
+        brokers: "127.0.0.1:1".into(),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(spur_collector::run(cfg, kafka, listener, async {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = try_send(addr, Req::get("/livez")).await {
+            assert_eq!(r.status, 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never listened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = try_send(addr, Req::get("/readyz")).await.expect("readyz");
+    assert_eq!(ready.status, 503);
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
+}

@@ -417,7 +417,8 @@ fn disk_usage(dir: &Path) -> Result<(u64, u64, u64)> {
 #[derive(Debug)]
 struct Processed {
     elapsed: Duration,
-    first_rows: Option<Duration>,
+    /// When a poll first saw rows, and how many.
+    first_rows: Option<(Duration, i64)>,
     events_rows: i64,
     sessions_rows: i64,
     events_version: i64,
@@ -457,7 +458,7 @@ async fn process(kafka: KafkaSettings, dir: &Path, n: u64, limit: Duration) -> R
             0
         };
         if rows > 0 && first_rows.is_none() {
-            first_rows = Some(started.elapsed());
+            first_rows = Some((started.elapsed(), rows));
         }
         if rows >= n as i64 {
             break started.elapsed();
@@ -693,14 +694,23 @@ fn bench(
         mb(bytes) / done.elapsed.as_secs_f64(),
         proc_cpu,
     );
+    println!("processor/baseline throughput: {:.3}", proc_eps / raw_eps);
+    if let Some((at, rows)) = done.first_rows {
+        // Start-up (group join, lake creation, first flush) excluded.
+        let rest = done.elapsed.saturating_sub(at).as_secs_f64();
+        let steady = if rest > 0.0 && rows < n as i64 {
+            format!("{:.0} events/s", (n as i64 - rows) as f64 / rest)
+        } else {
+            "-".to_owned()
+        };
+        println!(
+            "processor: first rows visible after {:.1} s ({rows} rows); from then on {steady}",
+            at.as_secs_f64()
+        );
+    }
     println!(
-        "processor/baseline throughput: {:.3}; first rows visible after {}",
-        proc_eps / raw_eps,
-        done.first_rows
-            .map_or_else(|| "-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()))
-    );
-    println!(
-        "\nlake:      events {} rows (table version {}), sessions {} rows (table version {})",
+        "\nlake:      events {} rows, table version {}; sessions {} rows, table version {} \
+         (version 0 creates a table: the version is the number of commits after it)",
         done.events_rows, done.events_version, done.sessions_rows, done.sessions_version
     );
     println!(

@@ -20,19 +20,25 @@
 //! lake set-up included) until a query sees N rows; the lake is polled every second
 //! with `SELECT count(*) FROM events`, so the figure is up to a second pessimistic.
 //! Peak RSS is the process's high-water mark (`VmHWM`): it covers the mock broker,
-//! which keeps every record in memory, as well as the benchmark itself. Where the
+//! which keeps the topic in memory, as well as the benchmark itself. Where the
 //! kernel allows it (`/proc/self/clear_refs`), the mark is reset before the processor
 //! starts, so that its figure is the peak of that phase alone.
 //!
 //! Run: `cargo bench --bench process`. Environment:
-//! - `SPUR_BENCH_EVENTS` (default 1,000,000): records produced and processed;
+//! - `SPUR_BENCH_EVENTS` (default 1,000,000): records produced and processed. The mock
+//!   cluster keeps only the last ~5 MB (compressed) of each partition, about 250,000
+//!   of these records over the 6 partitions; beyond that the benchmark stops with an
+//!   error after producing, and needs a real broker;
 //! - `SPUR_BENCH_VISITORS` (default 50,000): distinct visitors;
 //! - `SPUR_BENCH_TIMEOUT_SECS` (default 120 + 1 ms per event): limit of each phase;
 //! - `SPUR_BENCH_BROKERS`: a real Kafka-API broker (`host:port,...`); the benchmark
 //!   creates topics of its own there (`spur.events.v1.bench-<id>`, 6 partitions, and a
 //!   dead-letter topic) and deletes them at the end. Without it, librdkafka's
 //!   in-process mock cluster is used, with `spur.events.v1` and `spur.deadletter.v1`.
-//!   Example: `SPUR_BENCH_BROKERS=127.0.0.1:9092 cargo bench --bench process`.
+//!   Example, with tansu (as in the end-to-end suite) storing in memory:
+//!   `tansu broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url
+//!   tcp://127.0.0.1:9092 --storage-engine memory://tansu/ &` then
+//!   `SPUR_BENCH_BROKERS=127.0.0.1:9092 cargo bench --bench process`.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -239,8 +245,8 @@ fn produce(brokers: &str, topic: &str, n: u64, visitors: u64, limit: Duration) -
         .set("enable.idempotence", "true")
         .set("compression.type", "lz4")
         .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "200000")
-        .set("queue.buffering.max.kbytes", "262144")
+        .set("queue.buffering.max.messages", "100000")
+        .set("queue.buffering.max.kbytes", "65536")
         .set("message.timeout.ms", "60000")
         .create_with_context(Acks::default())
         .context("creating the producer")?;
@@ -336,14 +342,23 @@ fn baseline(brokers: &str, topic: &str, n: u64, limit: Duration) -> Result<Basel
     if partitions.is_empty() {
         bail!("topic {topic} has no partitions");
     }
-    let mut high_watermarks = 0;
+    let (mut high_watermarks, mut removed) = (0, 0);
     let mut tpl = TopicPartitionList::new();
     for &p in &partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(10))
             .with_context(|| format!("fetching the watermarks of partition {p}"))?;
         high_watermarks += high - low;
+        removed += low;
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    if removed > 0 {
+        bail!(
+            "the broker already removed {removed} of the {n} records from the start of the \
+             topic's partitions (librdkafka's mock cluster keeps only the last ~5 MB of each \
+             partition, about 250,000 of these records in all): lower SPUR_BENCH_EVENTS or \
+             use a real broker (SPUR_BENCH_BROKERS)"
+        );
     }
     let started = Instant::now();
     consumer.assign(&tpl)?;
@@ -664,8 +679,9 @@ fn bench(
     let raw_cpu = cpu_seconds() - cpu;
     if raw.high_watermarks != n as i64 {
         println!(
-            "WARNING: the topic holds {} records, {n} were produced",
-            raw.high_watermarks
+            "note: the partitions' watermarks span {} offsets for the {n} records produced \
+             (the baseline read {}; tansu 0.6 reports lower high watermarks)",
+            raw.high_watermarks, raw.records
         );
     }
     let raw_eps = raw.records as f64 / raw.elapsed.as_secs_f64();
@@ -674,6 +690,7 @@ fn bench(
 
     let dir = tempfile::tempdir()?;
     let reset = reset_peak_rss();
+    let rss_start = proc_status("VmRSS");
     let cpu = cpu_seconds();
     let done = runtime.block_on(process(kafka.clone(), dir.path(), n, limit))?;
     let proc_cpu = cpu_seconds() - cpu;
@@ -727,14 +744,16 @@ fn bench(
     println!(
         "\npeak RSS (VmHWM, process-wide: benchmark, producer, consumers, lake poller{}):",
         if mock {
-            ", mock broker with all records"
+            ", mock broker and its log"
         } else {
             ""
         }
     );
     println!("           after the baseline:         {hwm_baseline} (VmRSS then {rss_baseline})");
     if reset {
-        println!("           processor phase (reset before it): {hwm_processor}");
+        println!(
+            "           processor phase:            {hwm_processor} (mark reset at its start, VmRSS {rss_start})"
+        );
     } else {
         println!(
             "           after the processor:        {hwm_processor} (could not reset it before the phase)"

@@ -80,7 +80,20 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// librdkafka's own log (its `debug` property, e.g. `cgrp`, adds detail) goes to
+    /// `tracing` under the target `librdkafka`.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(target: "librdkafka", fac, message)
+            }
+            L::Warning => tracing::warn!(target: "librdkafka", fac, message),
+            _ => tracing::debug!(target: "librdkafka", fac, message),
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn rebalance(

@@ -12,7 +12,7 @@ use crate::harness::{Broker, Spur, pageview};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_collector_loses_no_acknowledged_event() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::harness::workdir();
     let (_broker, brokers) = Broker::shared_or_memory(dir.path());
     let mut spur = Spur::start(dir.path(), &brokers, "").await;
     let run = eid();

@@ -16,7 +16,7 @@ const CANARY_V6: &str = "2001:db8::dead:beef";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_the_real_broker_and_no_ip_is_kept() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::harness::workdir();
     let (_broker, brokers) = Broker::shared_or_memory(dir.path());
     let spur = Spur::start(dir.path(), &brokers, "").await;
 
@@ -133,7 +133,7 @@ async fn events_reach_the_real_broker_and_no_ip_is_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_check_prints_the_merged_config_with_secrets_redacted() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::harness::workdir();
     let addr = "127.0.0.1:9".parse().expect("addr");
     let extra = "[kafka.secret_properties]\n\"sasl.password\" = \"hunter2-secret\"\n";
     let config = crate::harness::spur_config(dir.path(), "127.0.0.1:1", addr, "");

@@ -258,7 +258,12 @@ impl Process {
             .arg("--config")
             .arg(dir.join("spur.toml"))
             .args(args)
-            .env("RUST_LOG", "info,buoyant_kernel=warn,deltalake_core=warn")
+            // `SPUR_IT_LOG` (tracing filter directives) for post-mortems.
+            .env(
+                "RUST_LOG",
+                std::env::var("SPUR_IT_LOG")
+                    .unwrap_or_else(|_| "info,buoyant_kernel=warn,deltalake_core=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
@@ -308,4 +313,15 @@ pub fn spur_once(dir: &Path, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run spur")
+}
+
+/// A temporary directory for one test's processes, logs and lake. With
+/// `SPUR_IT_KEEP=1` it is kept after the test (its path is printed) for post-mortems.
+pub fn workdir() -> tempfile::TempDir {
+    let mut dir = tempfile::tempdir().expect("tempdir");
+    if std::env::var_os("SPUR_IT_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        println!("keeping {}", dir.path().display());
+    }
+    dir
 }

@@ -114,6 +114,13 @@ async fn wait_for_rows(
     }
 }
 
+/// The processor's log line for a partition it now owns.
+const ASSIGNED: &str = "partition assigned";
+
+fn count_in(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log).map_or(0, |s| s.matches(needle).count())
+}
+
 fn check_exactly_once(
     rows: usize,
     lake: &BTreeMap<String, String>,
@@ -140,7 +147,7 @@ fn check_exactly_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processor_killed_at_random_loses_and_duplicates_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::harness::workdir();
     // A broker of its own: on a shared one, other tests' traffic on the same topic
     // would flow through these processors too.
     let broker = Broker::memory(dir.path());
@@ -160,10 +167,28 @@ async fn processor_killed_at_random_loses_and_duplicates_nothing() {
     println!("random seed {seed}");
     let mut rng = Rng(seed);
 
-    let traffic = tokio::spawn(load(spur.addr, 400, Duration::from_millis(40)));
+    // About a minute of traffic: the ten rounds (each waits for its assignment,
+    // which takes a session timeout after a kill) happen while it flows.
+    let traffic = tokio::spawn(load(spur.addr, 400, Duration::from_millis(120)));
+    let log = dir.path().join("processor.log");
     for round in 0..10 {
+        let assigned = count_in(&log, ASSIGNED);
         let mut p = Process::spawn(dir.path(), &["process"], "processor.log");
-        tokio::time::sleep(Duration::from_millis(800 + rng.below(2500))).await;
+        // Killed at a random moment once it owns its partitions, i.e. while it reads,
+        // writes the lake or commits. Not while it is still joining the group: tansu
+        // 0.6 elects a member that died inside JoinGroup as the group's leader, hands
+        // the others an empty assignment and never rebalances again (Apache Kafka
+        // expires the dead leader and rebalances).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count_in(&log, ASSIGNED) == assigned {
+            assert!(!p.exited(), "round {round}: processor died by itself");
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no partition assigned"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(2500))).await;
         assert!(!p.exited(), "round {round}: processor died by itself");
         p.kill();
     }
@@ -201,7 +226,7 @@ async fn processor_killed_at_random_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processors_with_repeated_rebalances_write_ground_truth() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::harness::workdir();
     // A broker of its own: on a shared one, other tests' traffic on the same topic
     // would flow through these processors too.
     let broker = Broker::memory(dir.path());

@@ -71,7 +71,7 @@ async fn serve_page(html: String) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracker_in_chromium_sends_pageviews_engagement_and_consent() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::harness::workdir();
     let (_broker, brokers) = Broker::shared_or_memory(dir.path());
     let spur = Spur::start(dir.path(), &brokers, "").await;
     let run = crate::client::eid();

@@ -137,11 +137,8 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
-                let mut lake = spur_processor::lake::Lake::open(&settings.processor.lake).await?;
-                for kind in [
-                    spur_processor::lake::TableKind::Events,
-                    spur_processor::lake::TableKind::Sessions,
-                ] {
+                let mut lake = spur_lake::Lake::open(&settings.processor.lake).await?;
+                for kind in [spur_lake::TableKind::Events, spur_lake::TableKind::Sessions] {
                     let summary = lake.optimize(kind).await?;
                     println!("{kind:?}: {summary:?}");
                 }

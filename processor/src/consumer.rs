@@ -40,11 +40,11 @@ use tokio::runtime::Handle;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::KeyRing;
-use crate::lake::{Lake, TableKind, schema};
 use crate::restore;
 use crate::sessions::Observed;
 use crate::state::PartitionState;
 use crate::transform;
+use spur_lake::{Lake, TableKind, schema};
 
 /// Where to start reading a partition: a little before its resume point, because some
 /// brokers (tansu 0.6) answer a fetch inside a record batch with the *next* batch; the

@@ -14,7 +14,7 @@ pub enum Error {
     Keys { path: PathBuf, reason: String },
     /// The Delta table could not be read or written. Retry: nothing partial is visible.
     #[error("lake operation failed")]
-    Lake(#[from] deltalake::DeltaTableError),
+    Lake(#[from] spur_lake::Error),
     /// Building or reading Arrow data failed: a bug or a schema mismatch.
     #[error("arrow data error")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),

@@ -5,8 +5,8 @@
 //! Map: [`consumer`] runs the loop and the exactly-once protocol; [`restore`] rebuilds
 //! a partition's state from the lake; [`transform`] turns a record into a row;
 //! [`keys`] and [`pseudonym`] are the keyed HMACs per purpose; [`sessions`] is the
-//! pure sessioniser; [`state`] what is held per partition; [`model`] the rows;
-//! [`lake`] the Delta tables.
+//! pure sessioniser; [`state`] what is held per partition. The rows and the Delta
+//! tables are the `spur-lake` crate's.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,8 +18,6 @@ pub mod config;
 pub mod consumer;
 pub mod error;
 pub mod keys;
-pub mod lake;
-pub mod model;
 pub mod pseudonym;
 pub mod restore;
 pub mod sessions;

@@ -14,10 +14,10 @@ use datafusion::arrow::datatypes::{DataType, Int64Type};
 use crate::config::Config;
 use crate::consumer::app_id;
 use crate::error::Result;
-use crate::lake::{Lake, TableKind};
 use crate::sessions::{Observed, SessionRules, Sessioniser};
 use crate::state::{PartitionState, RecentIds};
 use crate::transform::date_of;
+use spur_lake::{Lake, TableKind};
 
 const DAY_MS: i64 = 86_400_000;
 /// Most recent event ids remembered per partition for de-duplication.

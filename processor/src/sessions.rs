@@ -69,7 +69,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::SessionRow;
+use spur_lake::model::SessionRow;
 
 /// 30 minutes.
 pub const DEFAULT_INACTIVITY_MS: i64 = 30 * 60 * 1000;

@@ -4,8 +4,8 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use crate::model::{EventRow, SessionRow};
 use crate::sessions::Sessioniser;
+use spur_lake::model::{EventRow, SessionRow};
 
 /// Event ids seen recently, by event time, for collapsing client retries. Bounded by
 /// a time window (relative to the newest event time seen) and a count.

@@ -5,8 +5,8 @@ use spur_schemas::ReasonCode;
 use spur_schemas::record::{EventRecord, Payload, SCHEMA_VERSION, TimeFlag, VisitorKind};
 
 use crate::keys::KeyRing;
-use crate::model::EventRow;
 use crate::pseudonym;
+use spur_lake::model::EventRow;
 
 /// Why a record could not be turned into a row (it goes to the dead-letter topic).
 #[derive(Debug, Clone, PartialEq, Eq)]

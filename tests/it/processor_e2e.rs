@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::AsArray;
-use spur_processor::lake::Lake;
+use spur_lake::Lake;
 
 use crate::client::{Req, eid, try_send};
 use crate::harness::{Broker, Process, Spur, pageview, spur_once};

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use spur_lake::Lake;
 use spur_processor::config::Config;
 use spur_processor::keys::KeyRing;
-use spur_processor::lake::Lake;
 use spur_schemas::kafka::{KafkaSettings, record_key};
 use spur_schemas::record::{
     Agent, DeviceClass, EventRecord, Geo, Page, Payload, PrivacySignals, SCHEMA_VERSION, Visitor,

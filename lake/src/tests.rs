@@ -15,9 +15,9 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use tempfile::TempDir;
 
-use super::schema::fixtures::{event, session};
-use super::*;
 use crate::model::EventRow;
+use crate::schema::fixtures::{event, session};
+use crate::*;
 
 const DAY0: &str = "2025-11-29";
 const DAY1: &str = "2025-11-30";
@@ -369,7 +369,7 @@ async fn concurrent_commits_of_one_app_id_conflict() -> Result<()> {
             &[(shared.clone(), 9)],
         )
         .await;
-    assert!(matches!(lost, Err(crate::Error::Lake(_))), "{lost:?}");
+    assert!(matches!(lost, Err(crate::Error::Delta(_))), "{lost:?}");
     // Another source commits on top of the winner without trouble.
     let version = second
         .append(
@@ -542,7 +542,7 @@ async fn failed_append_commits_nothing_and_can_be_retried() -> Result<()> {
         .append(TableKind::Events, retry.clone(), &[(app.clone(), 7)])
         .await;
     assert!(
-        matches!(failed, Err(crate::Error::Lake(_))),
+        matches!(failed, Err(crate::Error::Delta(_))),
         "append into a blocked table: {failed:?}"
     );
 

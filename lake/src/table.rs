@@ -24,8 +24,8 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tracing::{debug, info};
 
-use super::schema::{PARTITION_COLUMN, events_schema, sessions_schema};
 use crate::error::{Error, Result};
+use crate::schema::{PARTITION_COLUMN, events_schema, sessions_schema};
 
 /// Rows per Parquet row group: large enough for good compression and few footer
 /// entries, small enough that a reader filtering on statistics skips useful amounts.

@@ -1,0 +1,20 @@
+//! Spur's Delta Lake: the tables every service reads or writes, their Arrow schemas
+//! ([`schema`]) and row types ([`model`]), and [`Lake`], which opens or creates them,
+//! appends record batches together with source offsets in one atomic commit, reads
+//! those offsets back, compacts small files and hands the tables to DataFusion.
+//!
+//! The processor writes `events` and `sessions`; the query layer reads them. Layout,
+//! columns and the offset convention are documented in `docs/lake.md`. No Kafka and
+//! no HTTP here: this crate is storage only.
+
+pub mod error;
+pub mod model;
+pub mod schema;
+mod table;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{Error, Result};
+pub use schema::{events_batch, sessions_batch};
+pub use table::{Lake, OptimizeSummary, ROW_GROUP_ROWS, TableKind, ZSTD_LEVEL, writer_properties};

@@ -1,12 +1,17 @@
 //! Fixtures: a mock cluster with the events topic, a producer of collector records,
-//! and a processor run until the lake holds what is expected.
+//! a processor run until the lake holds what is expected (or left running), the
+//! group's committed offsets, a lake partition that cannot be written, and a count of
+//! the processor's failed lake commits taken from its log.
 
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use spur_lake::Lake;
 use spur_processor::config::Config;
 use spur_processor::keys::KeyRing;
@@ -121,14 +126,72 @@ impl Env {
         out
     }
 
+    /// Starts a processor in the background; it runs until [`Running::stop`] (or until
+    /// it fails).
+    pub fn start(&self, config: Config) -> Running {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(spur_processor::run(config, self.kafka.clone(), async {
+            let _ = stopped.await;
+        }));
+        Running {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// The end offset (high watermark) of each partition of the events topic.
+    pub fn end_offsets(&self) -> Vec<i64> {
+        let consumer = self.offsets_reader("end-offsets-reader");
+        (0..PARTITIONS)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&self.kafka.topics.events, p, Duration::from_secs(10))
+                    .expect("watermarks")
+                    .1
+            })
+            .collect()
+    }
+
+    /// The offsets `group` has committed in Kafka for each partition of the events
+    /// topic (the next offset to read), `None` where it committed nothing.
+    pub fn committed(&self, group: &str) -> Vec<Option<i64>> {
+        let consumer = self.offsets_reader(group);
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition(&self.kafka.topics.events, p);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        (0..PARTITIONS)
+            .map(|p| {
+                let e = committed
+                    .find_partition(&self.kafka.topics.events, p)
+                    .expect("partition");
+                match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// A consumer of `group` that never subscribes: it only asks for offsets, so it
+    /// does not join the group.
+    fn offsets_reader(&self, group: &str) -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.kafka.brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer")
+    }
+
     /// Runs a processor until the lake's `events` table holds `want` rows (or 60 s
     /// pass), then stops it gracefully.
     pub async fn process_until(&self, config: Config, want: usize) {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let lake_path = config.lake.clone();
-        let run = tokio::spawn(spur_processor::run(config, self.kafka.clone(), async {
-            let _ = stopped.await;
-        }));
+        let run = self.start(config);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -137,15 +200,12 @@ impl Env {
             {
                 break;
             }
-            assert!(
-                !run.is_finished(),
-                "processor stopped early: {:?}",
-                run.await
-            );
+            if !run.is_running() {
+                panic!("processor stopped early: {:?}", run.stop().await);
+            }
             assert!(Instant::now() < deadline, "lake never reached {want} rows");
         }
-        let _ = stop.send(());
-        run.await.expect("join").expect("processor ran cleanly");
+        run.stop().await.expect("processor ran cleanly");
     }
 }
 
@@ -263,4 +323,129 @@ pub fn history(visitors: usize, per: i64) -> Vec<EventRecord> {
         }
     }
     out
+}
+
+/// A processor started by [`Env::start`].
+pub struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<spur_processor::Result<()>>,
+}
+
+impl Running {
+    /// Whether it is still running (it has not returned, with an error or otherwise).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Stops it gracefully and returns what it returned.
+    pub async fn stop(mut self) -> spur_processor::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("join")
+    }
+
+    /// Waits for it to return by itself (60 s at most).
+    pub async fn exited(mut self) -> spur_processor::Result<()> {
+        tokio::time::timeout(Duration::from_secs(60), &mut self.task)
+            .await
+            .expect("the processor did not exit")
+            .expect("join")
+    }
+}
+
+/// Polls `check` until it holds; panics after 60 s (a "did not hang" bound).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Makes one day partition of a lake table unwritable: every append with a row for
+/// that day fails (before its commit) until the blocker is dropped. Tests run as root,
+/// for whom permission bits do not bind, so a regular file is put where the
+/// partition's directory would be created. The table must not have the day yet.
+pub struct Blocker {
+    in_the_way: PathBuf,
+}
+
+impl Blocker {
+    pub fn install(table_dir: &Path, day: &str) -> Blocker {
+        let in_the_way = table_dir.join(format!("dt={day}"));
+        assert!(
+            !in_the_way.exists(),
+            "{} exists already: it cannot be blocked",
+            in_the_way.display()
+        );
+        std::fs::write(&in_the_way, b"not a directory").expect("blocker");
+        Blocker { in_the_way }
+    }
+}
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.in_the_way);
+    }
+}
+
+static FAILED_COMMITS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many times the processors of this test binary have logged a failed lake commit
+/// that they will retry. The first call installs the global `tracing` subscriber that
+/// counts them; tests that compare counts must not run at the same time as each other.
+pub fn failed_commits() -> usize {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        tracing::subscriber::set_global_default(CommitFailureCounter)
+            .expect("no other global subscriber in this test binary");
+    });
+    FAILED_COMMITS.load(Ordering::SeqCst)
+}
+
+/// A `tracing` subscriber that only counts the consumer's "lake commit failed;
+/// retrying" warnings.
+struct CommitFailureCounter;
+
+const RETRY_MESSAGE: &str = "lake commit failed; retrying";
+
+impl tracing::Subscriber for CommitFailureCounter {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.is_event()
+            && *metadata.level() == tracing::Level::WARN
+            && metadata.target() == "spur_processor::consumer"
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message(bool);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" && format!("{value:?}") == RETRY_MESSAGE {
+                    self.0 = true;
+                }
+            }
+        }
+        let mut message = Message(false);
+        event.record(&mut message);
+        if message.0 {
+            FAILED_COMMITS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
 }

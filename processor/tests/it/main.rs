@@ -5,3 +5,4 @@
 mod common;
 mod lake_contents;
 mod restart;
+mod write_failure;

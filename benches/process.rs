@@ -451,6 +451,7 @@ async fn process(kafka: KafkaSettings, dir: &Path, n: u64, limit: Duration) -> R
         group_id: format!("spur-bench-{}", uuid::Uuid::new_v4()),
         flush_interval: Duration::from_secs(2),
         flush_max_events: 50_000,
+        listen: "127.0.0.1:0".parse().context("address")?,
         ..spur_processor::Config::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -11,6 +11,7 @@ pub mod error;
 pub mod model;
 pub mod schema;
 mod table;
+pub mod views;
 
 #[cfg(test)]
 mod tests;

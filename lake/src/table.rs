@@ -182,6 +182,13 @@ impl Lake {
         loaded_version(self.table(kind))
     }
 
+    /// Data files in the loaded version of a table.
+    pub fn file_count(&self, kind: TableKind) -> usize {
+        self.table(kind)
+            .snapshot()
+            .map_or(0, |s| s.log_data().num_files())
+    }
+
     /// Loads the commits other writers made since this `Lake` last looked.
     pub async fn refresh(&mut self) -> Result<()> {
         for kind in TableKind::ALL {
@@ -270,6 +277,7 @@ impl Lake {
     }
 
     /// A DataFusion session with both tables registered as `events` and `sessions`,
+    /// and the views of [`crate::views`] (`pageviews`, with dwell times),
     /// at the versions this `Lake` holds (call [`Lake::refresh`] first to see other
     /// writers' commits). Filters on `dt` prune whole partitions.
     pub async fn session_context(&self) -> Result<SessionContext> {
@@ -281,6 +289,12 @@ impl Lake {
             let provider = table.table_provider().await?;
             ctx.register_table(kind.name(), provider)?;
         }
+        ctx.sql(&format!(
+            "CREATE VIEW {} AS {}",
+            crate::views::PAGEVIEWS,
+            crate::views::PAGEVIEWS_SQL
+        ))
+        .await?;
         Ok(ctx)
     }
 

@@ -635,3 +635,77 @@ async fn optimize_compacts_small_files_and_keeps_rows_and_offsets() -> Result<()
     assert_eq!(again.version, 4);
     Ok(())
 }
+
+/// A pageview-or-engagement event of session `session` at `NOON + secs` seconds.
+fn view(id: &str, session: &str, secs: i64, path: &str, engaged: Option<(i64, i32)>) -> EventRow {
+    let mut row = event(0, 0);
+    row.event_id = id.into();
+    row.session_id = session.into();
+    row.event_time = super::schema::fixtures::NOON + secs * 1000;
+    row.path = Some(path.into());
+    row.event_type = if engaged.is_some() {
+        "engagement"
+    } else {
+        "pageview"
+    }
+    .into();
+    row.engaged_ms = engaged.map(|(ms, _)| ms);
+    row.scroll_pct = engaged.map(|(_, pct)| pct);
+    row.email_hash = None;
+    row
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pageviews_view_derives_dwell_from_engagement_or_the_next_pageview() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut lake = Lake::open(&root(&dir)?).await?;
+    let rows = vec![
+        // Session s1: /a (engaged 3 s + 2 s, in two parts), /b, back to /a, then /c last.
+        view("a1", "s1", 0, "/a", None),
+        view("e1", "s1", 5, "/a", Some((3_000, 40))),
+        view("e2", "s1", 20, "/a", Some((2_000, 80))),
+        view("b1", "s1", 30, "/b", None),
+        view("a2", "s1", 90, "/a", None),
+        view("e3", "s1", 95, "/a", Some((4_000, 10))),
+        view("c1", "s1", 120, "/c", None),
+        // Session s2, same paths: its events never mix with s1's.
+        view("a9", "s2", 10, "/a", None),
+        view("b9", "s2", 70, "/b", None),
+    ];
+    // Written in two commits, out of order: the view depends on times, not on files.
+    lake.append(TableKind::Events, events_batch(&rows[4..])?, &[])
+        .await?;
+    lake.append(TableKind::Events, events_batch(&rows[..4])?, &[])
+        .await?;
+    let got = strings(
+        &lake,
+        "SELECT event_id || ' ' || COALESCE(CAST(dwell_ms AS VARCHAR), '-') || ' ' || \
+         COALESCE(dwell_source, '-') || ' ' || COALESCE(CAST(scroll_pct_max AS VARCHAR), '-') \
+         FROM pageviews ORDER BY event_id",
+    )
+    .await?;
+    let want = [
+        "a1 5000 engagement 80",
+        "a2 4000 engagement 10",
+        "a9 60000 next_pageview -",
+        "b1 60000 next_pageview -",
+        "b9 - - -",
+        "c1 - - -",
+    ];
+    assert_eq!(
+        got,
+        want.iter()
+            .map(|s| Some((*s).to_owned()))
+            .collect::<Vec<_>>()
+    );
+    // Every column of `events` is there too, partition column included.
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT COUNT(*) FROM pageviews WHERE dt = '2025-11-29' AND site_id = 'shop'"
+        )
+        .await?,
+        6
+    );
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! The processor's configuration (`[processor]` in the TOML file). Defaults live in
 //! the `Default` impls; unknown keys are rejected.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub struct Config {
     /// How far back duplicate event ids (client retries) are recognised, by event time.
     #[serde(with = "humantime_serde")]
     pub dedupe_window: Duration,
+    /// Operator endpoints `/livez`, `/readyz`, `/metrics` (port 0: any free port,
+    /// logged at start).
+    pub listen: SocketAddr,
 }
 
 impl Default for Config {
@@ -50,6 +54,7 @@ impl Default for Config {
             sessions: SessionConfig::default(),
             resume_rewind: 10_000,
             dedupe_window: Duration::from_secs(24 * 3600),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
         }
     }
 }

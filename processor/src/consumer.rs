@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::array::RecordBatch;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -35,11 +36,13 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use spur_schemas::dead_letter::DeadLetter;
 use spur_schemas::kafka::KafkaSettings;
 use spur_schemas::record::SCHEMA_VERSION;
+use spur_telemetry::{Component, Health};
 use tokio::runtime::Handle;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::KeyRing;
+use crate::metrics;
 use crate::restore;
 use crate::sessions::Observed;
 use crate::state::PartitionState;
@@ -66,6 +69,8 @@ struct Shared {
     /// Partitions whose work was discarded by fencing; reloaded after the flush.
     fenced: Vec<i32>,
     fatal: Option<String>,
+    /// High watermark per partition, from librdkafka's periodic statistics.
+    high: HashMap<i32, i64>,
 }
 
 /// The consumer context: runs the rebalance protocol against the lake.
@@ -91,6 +96,19 @@ impl ClientContext for Ctx {
             }
             L::Warning => tracing::warn!(target: "librdkafka", fac, message),
             _ => tracing::debug!(target: "librdkafka", fac, message),
+        }
+    }
+
+    /// librdkafka's statistics (every `statistics.interval.ms`): the partitions' high
+    /// watermarks, for the lag gauge.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut shared = lock(&self.shared);
+        if let Some(topic) = statistics.topics.get(&self.topic) {
+            for (partition, p) in &topic.partitions {
+                if *partition >= 0 && p.hi_offset >= 0 {
+                    shared.high.insert(*partition, p.hi_offset);
+                }
+            }
         }
     }
 }
@@ -137,6 +155,7 @@ impl ConsumerContext for Ctx {
                         }
                     }
                 }
+                gauges(&shared);
                 drop(shared);
                 if let Err(e) = consumer.assign(tpl) {
                     lock(&self.shared).fatal = Some(format!("assign failed: {e}"));
@@ -153,6 +172,7 @@ impl ConsumerContext for Ctx {
                         );
                     }
                 }
+                gauges(&shared);
                 drop(shared);
                 let _ = consumer.unassign();
             }
@@ -171,7 +191,12 @@ pub fn run_blocking(
     kafka: KafkaSettings,
     handle: Handle,
     stop: Arc<AtomicBool>,
+    health: Health,
 ) -> Result<()> {
+    metrics::describe();
+    // The poll loop turns at least every 100 ms; a flush may retry for ~20 s.
+    let loop_health = health.register("consumer", Duration::from_secs(60));
+    let lake_health = health.register("lake", Duration::MAX);
     let keys = KeyRing::load(&config.keys_dir)?;
     let lake = handle.block_on(Lake::open(&config.lake))?;
     let topic = kafka.topics.events.clone();
@@ -180,6 +205,7 @@ pub fn run_blocking(
         parts: HashMap::new(),
         fenced: Vec::new(),
         fatal: None,
+        high: HashMap::new(),
     }));
     let ctx = Ctx {
         shared: shared.clone(),
@@ -200,6 +226,10 @@ pub fn run_blocking(
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range,roundrobin")
         .set("isolation.level", "read_committed");
+    if !kafka.properties.contains_key("statistics.interval.ms") {
+        // Feeds the lag gauge (see `Ctx::stats`).
+        client.set("statistics.interval.ms", "5000");
+    }
     let consumer: BaseConsumer<Ctx> = client.create_with_context(ctx)?;
     consumer.subscribe(&[topic.as_str()])?;
     let dead_letters: FutureProducer = {
@@ -215,7 +245,9 @@ pub fn run_blocking(
         dead_letter_topic: kafka.topics.dead_letter.clone(),
         topic,
         handle,
+        lake_health,
     };
+    out.lake_health.healthy();
 
     tracing::info!(
         group = config.group_id,
@@ -223,8 +255,14 @@ pub fn run_blocking(
         "processor started"
     );
     let mut last_flush = Instant::now();
+    let mut last_gauges = Instant::now();
     let mut pending_dead: Vec<DeadLetter> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        loop_health.healthy();
+        if last_gauges.elapsed() >= Duration::from_secs(1) {
+            gauges(&lock(&shared));
+            last_gauges = Instant::now();
+        }
         if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
             match msg {
                 Ok(msg) => process(&mut lock(&shared), &msg, &keys, &mut pending_dead),
@@ -243,6 +281,25 @@ pub fn run_blocking(
     flush(&mut lock(&shared), &consumer, &out, &mut pending_dead)?;
     tracing::info!("processor stopped");
     Ok(())
+}
+
+/// Partitions, open sessions and per-partition lag (from librdkafka's statistics: no
+/// broker round trip).
+fn gauges(shared: &Shared) {
+    ::metrics::gauge!(metrics::PARTITIONS).set(shared.parts.len() as f64);
+    let open: usize = shared
+        .parts
+        .values()
+        .map(|p| p.sessions.open_sessions().count())
+        .sum();
+    ::metrics::gauge!(metrics::OPEN_SESSIONS).set(open as f64);
+    for (partition, state) in &shared.parts {
+        if let Some(&high) = shared.high.get(partition) {
+            let next = state.events_done.map_or(0, |done| done + 1);
+            ::metrics::gauge!(metrics::LAG, "partition" => partition.to_string())
+                .set((high - next).max(0) as f64);
+        }
+    }
 }
 
 fn base_config(kafka: &KafkaSettings) -> ClientConfig {
@@ -275,10 +332,14 @@ fn process(
     }
     state.processed = Some(offset);
     let replay = state.events_done.is_some_and(|done| offset <= done);
+    if replay {
+        metrics::record("replayed");
+    }
     let record = match transform::decode(msg.payload().unwrap_or_default()) {
         Ok(record) => record,
         Err(why) => {
             if !replay {
+                metrics::record("dead_letter");
                 dead.push(DeadLetter {
                     v: SCHEMA_VERSION,
                     reason: why.reason,
@@ -301,6 +362,9 @@ fn process(
         .recent
         .insert(&row.event_id, row.event_time, watermark)
     {
+        if !replay {
+            metrics::record("duplicate");
+        }
         return; // a retry of an event already processed
     }
     row.session_id = state.sessions.observe(&Observed {
@@ -316,6 +380,7 @@ fn process(
         device: &row.device,
     });
     if !replay {
+        metrics::record("row");
         state.rows.push(row);
     }
 }
@@ -326,6 +391,7 @@ struct Outputs {
     dead_letter_topic: String,
     topic: String,
     handle: Handle,
+    lake_health: Component,
 }
 
 /// Commits everything processed: dead letters, `events`, `sessions`, Kafka offsets.
@@ -353,6 +419,10 @@ fn flush(
         });
         for result in out.handle.block_on(futures::future::join_all(sends)) {
             result?;
+        }
+        for dl in dead.iter() {
+            ::metrics::counter!(metrics::DEAD_LETTERED, "reason" => dl.reason.as_str())
+                .increment(1);
         }
         tracing::warn!(count = dead.len(), "undecodable records dead-lettered");
         dead.clear();
@@ -384,8 +454,13 @@ fn flush(
     let mut delay = Duration::from_millis(500);
     for attempt in 1.. {
         match commit_tables(shared, out, &dirty) {
-            Ok(()) => break,
+            Ok(()) => {
+                out.lake_health.healthy();
+                break;
+            }
             Err(e) if attempt < 6 => {
+                out.lake_health
+                    .unhealthy(format!("lake commits failing: {e}"));
                 tracing::warn!(error = %e, attempt, ?delay, "lake commit failed; retrying");
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(15));
@@ -420,6 +495,7 @@ fn flush(
         // Only lag monitoring depends on it: the lake holds the truth.
         tracing::debug!(error = %e, "kafka offset commit failed");
     }
+    metrics::flushed(started.elapsed());
     tracing::info!(
         rows = n_rows,
         sessions = n_sessions,
@@ -468,11 +544,13 @@ fn commit_tables(shared: &mut Shared, out: &Outputs, dirty: &[i32]) -> Result<()
             .iter()
             .filter_map(|p| Some((app_id("events", &out.topic, *p), shared.parts[p].processed?)))
             .collect();
-        out.handle.block_on(shared.lake.append(
+        append(
+            shared,
+            out,
             TableKind::Events,
             schema::events_batch(&rows)?,
             &txns,
-        ))?;
+        )?;
         for p in &behind {
             let state = shared.parts.get_mut(p).expect("dirty partitions exist");
             state.events_done = state.processed;
@@ -498,17 +576,44 @@ fn commit_tables(shared: &mut Shared, out: &Outputs, dirty: &[i32]) -> Result<()
             ));
         }
     }
-    out.handle.block_on(shared.lake.append(
+    append(
+        shared,
+        out,
         TableKind::Sessions,
         schema::sessions_batch(&closed)?,
         &txns,
-    ))?;
+    )?;
     for p in dirty {
         let state = shared.parts.get_mut(p).expect("dirty partitions exist");
         state.sessions_done = state.processed;
         state.closed.clear();
     }
     Ok(())
+}
+
+/// One Delta commit, counted in the metrics.
+fn append(
+    shared: &mut Shared,
+    out: &Outputs,
+    kind: TableKind,
+    batch: RecordBatch,
+    txns: &[(String, i64)],
+) -> Result<()> {
+    let (rows, files_before) = (batch.num_rows(), shared.lake.file_count(kind));
+    let table = kind.name();
+    match out.handle.block_on(shared.lake.append(kind, batch, txns)) {
+        Ok(_) => {
+            // Exact unless another writer committed to the table in between.
+            let files = shared.lake.file_count(kind).saturating_sub(files_before);
+            ::metrics::counter!(metrics::ROWS_WRITTEN, "table" => table).increment(rows as u64);
+            ::metrics::counter!(metrics::FILES_WRITTEN, "table" => table).increment(files as u64);
+            Ok(())
+        }
+        Err(e) => {
+            ::metrics::counter!(metrics::COMMIT_FAILURES, "table" => table).increment(1);
+            Err(e.into())
+        }
+    }
 }
 
 /// After a failed commit: asks the tables where they stand, so that a commit which

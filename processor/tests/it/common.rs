@@ -58,6 +58,7 @@ impl Env {
             keys_dir: self.dir.path().join("keys"),
             group_id: group.into(),
             flush_interval: Duration::from_millis(300),
+            listen: "127.0.0.1:0".parse().expect("address"),
             ..Config::default()
         }
     }

@@ -4,5 +4,6 @@
 
 mod common;
 mod lake_contents;
+mod ops;
 mod restart;
 mod write_failure;

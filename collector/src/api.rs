@@ -15,14 +15,14 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use spur_schemas::DropReason;
 use spur_schemas::kafka::KafkaSettings;
-use spur_schemas::record::PrivacySignals;
+use spur_schemas::record::{Agent, PrivacySignals};
 use spur_schemas::wire::{Batch, ConsentFlags};
 
 use crate::agent::AgentClassifier;
 use crate::clock::ClockRules;
 use crate::config::Config;
 use crate::error::Result;
-use crate::geo::GeoLookup;
+use crate::geo::{DatacenterLookup, GeoLookup};
 use crate::ingest::{self, Context, Item};
 use crate::metrics::{Metrics, UNKNOWN_SITE};
 use crate::reply::{self, Body, Rejection, json_response, text_response};
@@ -41,6 +41,7 @@ pub struct App {
     pub sink: Sink,
     pub metrics: Arc<Metrics>,
     geo: GeoLookup,
+    datacenters: DatacenterLookup,
     agents: AgentClassifier,
     salt: DailySalt,
     rules: Rules,
@@ -74,6 +75,8 @@ impl App {
     pub fn new(config: Config, kafka: &KafkaSettings) -> Result<Self> {
         let sites = Sites::new(&config.sites)?;
         let geo = GeoLookup::open(config.geoip.as_deref())?;
+        let datacenters =
+            DatacenterLookup::open(config.asn_database.as_deref(), &config.datacenter_asns)?;
         let salt = DailySalt::new(config.privacy.salt_dir.as_deref(), now_ms())?;
         let sink = Sink::new(kafka, &config.delivery)?;
         let rules = Rules {
@@ -90,6 +93,7 @@ impl App {
             sink,
             metrics: Arc::new(Metrics::default()),
             geo,
+            datacenters,
             agents: AgentClassifier::default(),
             salt,
             rules,
@@ -380,6 +384,18 @@ impl App {
         Ok((accepted, dead))
     }
 
+    /// The user agent's classes and bot label; an agent that looks human but comes
+    /// from a data-centre network is labelled `datacenter:AS<number>`.
+    fn classify(&self, user_agent: &str, ip: IpAddr) -> Agent {
+        let mut agent = self.agents.classify(user_agent);
+        if agent.bot.is_none()
+            && let Some(asn) = self.datacenters.datacenter_asn(ip)
+        {
+            agent.bot = Some(format!("datacenter:AS{asn}"));
+        }
+        agent
+    }
+
     /// Everything that needs the client's address happens here; the address does not
     /// leave this function.
     #[allow(clippy::too_many_arguments)]
@@ -413,7 +429,7 @@ impl App {
                 .salt
                 .cookieless_id(&site.id, ip, user_agent, received_at),
             geo: self.geo.lookup(ip),
-            agent: self.agents.classify(user_agent),
+            agent: self.classify(user_agent, ip),
         };
         ingest::build(&ctx, &envelope.events, &self.rules, self.clock)
     }

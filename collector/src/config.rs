@@ -22,6 +22,12 @@ pub struct Config {
     /// A MaxMind GeoIP2/GeoLite2 City (or Country) database. Without it, events carry
     /// no country or region.
     pub geoip: Option<PathBuf>,
+    /// A MaxMind GeoLite2/GeoIP2 ASN database. With it, traffic from the networks in
+    /// `datacenter_asns` is labelled a bot (`datacenter:AS<number>`): people browse
+    /// from homes and phones, not from cloud servers.
+    pub asn_database: Option<PathBuf>,
+    /// Autonomous systems of hosting and cloud providers (used with `asn_database`).
+    pub datacenter_asns: Vec<u32>,
     /// Peers whose `X-Forwarded-For` is believed (load balancers, reverse proxies).
     /// The client address is the right-most address in the header that is not itself
     /// a trusted proxy. Empty: the TCP peer is the client.
@@ -30,6 +36,15 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }
+
+/// Large hosting and cloud networks: Amazon (16509, 14618), Google Cloud (396982,
+/// 15169), Microsoft Azure (8075), DigitalOcean (14061), Hetzner (24940), OVH (16276),
+/// Linode/Akamai (63949), Oracle Cloud (31898), Alibaba (45102), Tencent (132203),
+/// Vultr (20473), Scaleway (12876), Contabo (51167), Leaseweb (60781), IONOS (8560).
+pub const DATACENTER_ASNS: &[u32] = &[
+    16509, 14618, 396982, 15169, 8075, 14061, 24940, 16276, 63949, 31898, 45102, 132203, 20473,
+    12876, 51167, 60781, 8560,
+];
 
 impl Default for Config {
     fn default() -> Self {
@@ -40,6 +55,8 @@ impl Default for Config {
             limits: Limits::default(),
             delivery: Delivery::default(),
             geoip: None,
+            asn_database: None,
+            datacenter_asns: DATACENTER_ASNS.to_vec(),
             trusted_proxies: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
         }

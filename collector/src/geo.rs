@@ -1,7 +1,9 @@
 //! Coarse geography from the client address: country and first-level region, from a
-//! MaxMind database. After this lookup the address is no longer needed and is not
-//! passed on.
+//! MaxMind database; and, from an ASN database, whether the address belongs to a
+//! hosting or cloud network (a bot signal). After these lookups the address is no
+//! longer needed and is not passed on.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -16,17 +18,20 @@ pub struct GeoLookup {
     reader: Option<maxminddb::Reader<Vec<u8>>>,
 }
 
+fn open_reader(path: &Path) -> Result<maxminddb::Reader<Vec<u8>>> {
+    maxminddb::Reader::open_readfile(path).map_err(|source| Error::GeoIp {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 impl GeoLookup {
     pub fn open(path: Option<&Path>) -> Result<Self> {
         let Some(path) = path else {
             return Ok(Self::default());
         };
-        let reader = maxminddb::Reader::open_readfile(path).map_err(|source| Error::GeoIp {
-            path: path.to_owned(),
-            source,
-        })?;
         Ok(Self {
-            reader: Some(reader),
+            reader: Some(open_reader(path)?),
         })
     }
 
@@ -49,5 +54,32 @@ impl GeoLookup {
                 .and_then(|s| s.iso_code)
                 .map(str::to_owned),
         }
+    }
+}
+
+/// An ASN database and the autonomous systems counted as data centres; without a
+/// database nothing is a data centre.
+#[derive(Debug, Default)]
+pub struct DatacenterLookup {
+    reader: Option<maxminddb::Reader<Vec<u8>>>,
+    asns: HashSet<u32>,
+}
+
+impl DatacenterLookup {
+    pub fn open(path: Option<&Path>, asns: &[u32]) -> Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        Ok(Self {
+            reader: Some(open_reader(path)?),
+            asns: asns.iter().copied().collect(),
+        })
+    }
+
+    /// The address's autonomous system number, if it is one of the data centres.
+    pub fn datacenter_asn(&self, ip: IpAddr) -> Option<u32> {
+        let asn: geoip2::Asn = self.reader.as_ref()?.lookup(ip).ok()?.decode().ok()??;
+        asn.autonomous_system_number
+            .filter(|n| self.asns.contains(n))
     }
 }

@@ -43,6 +43,24 @@ enum Command {
         #[command(subcommand)]
         command: LakeCommand,
     },
+    /// Run read-only SQL over the lake and print the results.
+    Sql {
+        /// The SQL: one statement, or several separated by `;`.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        sql: Option<String>,
+        /// Read the SQL from this file (`-`: standard input).
+        #[arg(long, short)]
+        file: Option<PathBuf>,
+        /// `table`, `csv` or `json` (one object per line).
+        #[arg(long, default_value = "table")]
+        format: spur_query::Format,
+    },
+    /// Serve the lake over the PostgreSQL wire protocol (psql, BI tools, drivers).
+    ServeSql {
+        /// Override `query.listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -143,6 +161,42 @@ fn main() -> anyhow::Result<()> {
                     println!("{kind:?}: {summary:?}");
                 }
                 anyhow::Ok(())
+            })
+        }
+        Command::Sql { sql, file, format } => {
+            let sql = match (sql, file) {
+                (Some(sql), _) => sql,
+                (None, Some(path)) if path.as_os_str() == "-" => {
+                    std::io::read_to_string(std::io::stdin()).context("reading SQL from stdin")?
+                }
+                (None, Some(path)) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+                (None, None) => anyhow::bail!("give the SQL as an argument or with --file"),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let catalog = spur_query::Catalog::open(&settings.query).await?;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                spur_query::run_sql(&catalog, &sql, format, &mut out).await?;
+                anyhow::Ok(())
+            })
+        }
+        Command::ServeSql { listen } => {
+            if let Some(listen) = listen {
+                settings.query.listen = listen;
+            }
+            settings.query.validate()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(settings.query.listen)
+                    .await
+                    .with_context(|| format!("binding {}", settings.query.listen))?;
+                spur_query::serve(settings.query, listener, settings::shutdown_signal()).await?;
+                Ok(())
             })
         }
         Command::Collect { listen } => {

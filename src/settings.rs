@@ -16,6 +16,7 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub collector: spur_collector::Config,
     pub processor: spur_processor::Config,
+    pub query: spur_query::Config,
     pub log: LogSettings,
 }
 
@@ -66,6 +67,7 @@ impl Settings {
             !self.kafka.brokers.trim().is_empty(),
             "kafka.brokers is empty"
         );
+        self.query.validate()?;
         anyhow::ensure!(
             matches!(self.log.format.as_str(), "text" | "json"),
             "log.format must be text or json"

@@ -1,0 +1,256 @@
+//! [`Catalog`]: the lake as analysts see it. Every lake table is registered under its
+//! name (`events`, `sessions`; Delta providers, so `WHERE dt = …` prunes whole
+//! partitions); `information_schema` is on for `SHOW TABLES`/`SHOW COLUMNS`; the only
+//! table functions are the guard's [`TABLE_FUNCTIONS`](crate::guard::TABLE_FUNCTIONS).
+//!
+//! Each query runs in a session of its own whose memory pool holds
+//! `query.memory_limit` bytes and whose disk manager is disabled: an operator that
+//! needs more memory fails the query with [`Error::MemoryLimit`] instead of spilling
+//! or taking the process down. Other queries are not affected.
+//!
+//! New commits become visible without a restart: before a query, when
+//! `query.refresh_interval` has passed since the last look, the tables load the
+//! newer log entries and a fresh set of providers replaces the old one in a single
+//! swap (queries already planned keep the version they started with).
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use spur_lake::{Lake, TableKind};
+use tracing::debug;
+
+use crate::config::{ByteSize, Config};
+use crate::error::{Error, Result};
+use crate::guard;
+
+/// The lake's tables, ready for analyst SQL. Shared by all connections.
+#[derive(Debug)]
+pub struct Catalog {
+    lake: tokio::sync::Mutex<Lake>,
+    current: RwLock<Snapshot>,
+    memory_limit: ByteSize,
+    refresh_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Snapshot {
+    state: Arc<SessionState>,
+    taken: Instant,
+}
+
+/// A statement planned in its own session, ready to run.
+pub struct Planned {
+    context: SessionContext,
+    plan: LogicalPlan,
+}
+
+impl std::fmt::Debug for Planned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Planned")
+            .field("plan", &self.plan)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Planned {
+    pub fn plan(&self) -> &LogicalPlan {
+        &self.plan
+    }
+
+    /// Replaces the `$1, $2, …` placeholders with values (the wire protocol's Bind).
+    pub fn with_params(self, values: Vec<datafusion::scalar::ScalarValue>) -> Result<Planned> {
+        let plan = self.plan.with_param_values(values).map_err(Error::Query)?;
+        Ok(Planned { plan, ..self })
+    }
+}
+
+impl Catalog {
+    /// Opens the lake at `config.lake` for reading. A local root must already hold
+    /// the tables (written by the processor): a wrong path is a configuration
+    /// error, not an empty lake.
+    pub async fn open(config: &Config) -> Result<Catalog> {
+        config.validate()?;
+        check_local_lake(&config.lake)?;
+        let lake = Lake::open(&config.lake).await?;
+        let state = build_state(&lake).await?;
+        debug!(lake = %lake.root(), "lake opened for queries");
+        Ok(Catalog {
+            lake: tokio::sync::Mutex::new(lake),
+            current: RwLock::new(Snapshot {
+                state: Arc::new(state),
+                taken: Instant::now(),
+            }),
+            memory_limit: config.memory_limit,
+            refresh_interval: config.refresh_interval,
+        })
+    }
+
+    /// Loads the commits made since the last look and swaps in providers at the new
+    /// versions.
+    pub async fn refresh(&self) -> Result<()> {
+        let mut lake = self.lake.lock().await;
+        self.refresh_locked(&mut lake).await.map(drop)
+    }
+
+    async fn refresh_locked(&self, lake: &mut Lake) -> Result<Arc<SessionState>> {
+        lake.refresh().await?;
+        let state = Arc::new(build_state(lake).await?);
+        let versions: Vec<_> = TableKind::ALL
+            .iter()
+            .map(|kind| (kind.name(), lake.version(*kind).ok()))
+            .collect();
+        debug!(?versions, "lake refreshed");
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Snapshot {
+            state: state.clone(),
+            taken: Instant::now(),
+        };
+        Ok(state)
+    }
+
+    /// The current session state, refreshed first if it is older than
+    /// `refresh_interval`.
+    async fn state(&self) -> Result<Arc<SessionState>> {
+        let snapshot = self.snapshot();
+        if snapshot.taken.elapsed() < self.refresh_interval {
+            return Ok(snapshot.state);
+        }
+        // Concurrent queries wait for one refresh instead of each doing their own.
+        let mut lake = self.lake.lock().await;
+        let snapshot = self.snapshot();
+        if snapshot.taken.elapsed() < self.refresh_interval {
+            return Ok(snapshot.state);
+        }
+        self.refresh_locked(&mut lake).await
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The table functions queries can call (the guard's allow-list, nothing more).
+    pub fn table_functions(&self) -> Vec<String> {
+        self.snapshot()
+            .state
+            .table_functions()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The memory one query may use.
+    pub fn memory_limit(&self) -> ByteSize {
+        self.memory_limit
+    }
+
+    /// Plans one statement that [`guard::parse`] accepted, in a session with its own
+    /// memory pool, and checks the plan against the read-only rules again.
+    pub async fn plan(&self, statement: DfStatement) -> Result<Planned> {
+        let state = self.state().await?;
+        let context = self.query_context(&state)?;
+        let plan = context
+            .state()
+            .statement_to_plan(statement)
+            .await
+            .map_err(|e| self.error(e))?;
+        guard::check_plan(&plan)?;
+        Ok(Planned { context, plan })
+    }
+
+    /// Parses, checks and plans `sql`, which may hold several statements.
+    pub async fn plan_sql(&self, sql: &str) -> Result<Vec<Planned>> {
+        let mut planned = Vec::new();
+        for statement in guard::parse(sql)? {
+            planned.push(self.plan(statement).await?);
+        }
+        Ok(planned)
+    }
+
+    /// Runs a planned statement; its batches arrive as they are computed. Errors in
+    /// the stream go through [`Catalog::error`].
+    pub async fn execute(&self, planned: Planned) -> Result<SendableRecordBatchStream> {
+        let Planned { context, plan } = planned;
+        // Checked again here: `with_params` made a new plan.
+        guard::check_plan(&plan)?;
+        let frame = context
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| self.error(e))?;
+        frame.execute_stream().await.map_err(|e| self.error(e))
+    }
+
+    /// Classifies an error from planning or running a query.
+    pub fn error(&self, error: DataFusionError) -> Error {
+        Error::from_query(error, self.memory_limit)
+    }
+
+    fn query_context(&self, state: &SessionState) -> Result<SessionContext> {
+        let pool = TrackConsumersPool::new(
+            GreedyMemoryPool::new(self.memory_limit.0),
+            std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN),
+        );
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            // The lake's object stores (registered when the tables were) are shared.
+            .with_object_store_registry(state.runtime_env().object_store_registry.clone())
+            .build_arc()
+            .map_err(Error::Query)?;
+        let state = SessionStateBuilder::new_from_existing(state.clone())
+            .with_runtime_env(runtime)
+            .build();
+        Ok(SessionContext::new_with_state(state))
+    }
+}
+
+/// The session every query starts from: the lake's tables (Delta providers and the
+/// delta-rs planner), `information_schema` on, only the allowed table functions.
+async fn build_state(lake: &Lake) -> Result<SessionState> {
+    let context = lake.session_context().await?;
+    let mut state = context.state();
+    state.config_mut().options_mut().catalog.information_schema = true;
+    let names: Vec<String> = state.table_functions().keys().cloned().collect();
+    for name in names {
+        if !guard::TABLE_FUNCTIONS.contains(&name.as_str()) {
+            state.deregister_udtf(&name).map_err(Error::Query)?;
+        }
+    }
+    Ok(state)
+}
+
+/// A local lake root (a path or `file://` URL) must hold every table's Delta log;
+/// `Lake::open` would otherwise create empty tables, and an analyst with a typo in
+/// the path would see an empty lake instead of an error. Object-store roots are
+/// not checked here.
+fn check_local_lake(root: &str) -> Result<()> {
+    let path = match root.strip_prefix("file://") {
+        Some(path) => path,
+        None if root.contains("://") => return Ok(()),
+        None => root,
+    };
+    for kind in TableKind::ALL {
+        let log = Path::new(path).join(kind.name()).join("_delta_log");
+        if !log.is_dir() {
+            return Err(Error::Config(format!(
+                "no lake table at {}: query.lake must be the processor's lake root",
+                log.parent().unwrap_or(&log).display()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,5 +1,5 @@
-//! [`Lake`]: the two Delta tables under one root, opened (or created) together, and
-//! every write and read the processor does on them.
+//! [`Lake`]: the Delta tables under one root, opened (or created) together, and
+//! every write and read the processor and the scoring runs do on them.
 //!
 //! Exactly-once rests on one rule: an [`Lake::append`] is a single Delta commit that
 //! holds the data files *and* the `txn` actions recording, per Kafka source, the last
@@ -25,7 +25,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tracing::{debug, info};
 
 use crate::error::{Error, Result};
-use crate::schema::{PARTITION_COLUMN, events_schema, sessions_schema};
+use crate::schema::{PARTITION_COLUMN, events_schema, scores_schema, sessions_schema};
 
 /// Rows per Parquet row group: large enough for good compression and few footer
 /// entries, small enough that a reader filtering on statistics skips useful amounts.
@@ -42,16 +42,20 @@ pub enum TableKind {
     Events,
     /// `sessions`: one row per closed session ([`crate::model::SessionRow`]).
     Sessions,
+    /// `scores`: interest scores, one row per subject and topic per scoring run
+    /// ([`crate::model::ScoreRow`]). The processor never writes it.
+    Scores,
 }
 
 impl TableKind {
-    pub const ALL: [TableKind; 2] = [TableKind::Events, TableKind::Sessions];
+    pub const ALL: [TableKind; 3] = [TableKind::Events, TableKind::Sessions, TableKind::Scores];
 
     /// The table's name: its directory under the lake root and its SQL name.
     pub fn name(self) -> &'static str {
         match self {
             TableKind::Events => "events",
             TableKind::Sessions => "sessions",
+            TableKind::Scores => "scores",
         }
     }
 
@@ -60,6 +64,7 @@ impl TableKind {
         match self {
             TableKind::Events => events_schema(),
             TableKind::Sessions => sessions_schema(),
+            TableKind::Scores => scores_schema(),
         }
     }
 
@@ -67,6 +72,7 @@ impl TableKind {
         match self {
             TableKind::Events => "Spur: one row per processed event (pseudonymised)",
             TableKind::Sessions => "Spur: one row per closed session (pseudonymised)",
+            TableKind::Scores => "Spur: interest scores per subject and topic, one set per run",
         }
     }
 
@@ -79,6 +85,7 @@ impl TableKind {
                 "event_time,received_at,site_id,event_type,is_bot,kafka_partition,kafka_offset"
             }
             TableKind::Sessions => "start_time,end_time,site_id,is_bot,kafka_partition",
+            TableKind::Scores => "as_of,subject_id,topic,score,last_view",
         }
     }
 
@@ -120,18 +127,19 @@ pub struct OptimizeSummary {
     pub files_skipped: usize,
 }
 
-/// The lake: tables `events` and `sessions` under one root.
+/// The lake: tables `events`, `sessions` and `scores` under one root.
 #[derive(Debug)]
 pub struct Lake {
     root: String,
     events: DeltaTable,
     sessions: DeltaTable,
+    scores: DeltaTable,
 }
 
 impl Lake {
     /// Opens the lake at `root` (a local directory, a `file://` URL, or any URL whose
     /// object store is compiled into delta-rs, e.g. `s3://bucket/prefix`), creating
-    /// `<root>/events` and `<root>/sessions` if they do not exist yet.
+    /// `<root>/events`, `<root>/sessions` and `<root>/scores` if they do not exist yet.
     pub async fn open(root: &str) -> Result<Lake> {
         Self::open_with_storage_options(root, HashMap::new()).await
     }
@@ -150,10 +158,12 @@ impl Lake {
         }
         let events = open_or_create(trimmed, TableKind::Events, &storage_options).await?;
         let sessions = open_or_create(trimmed, TableKind::Sessions, &storage_options).await?;
+        let scores = open_or_create(trimmed, TableKind::Scores, &storage_options).await?;
         Ok(Lake {
             root: trimmed.to_owned(),
             events,
             sessions,
+            scores,
         })
     }
 
@@ -167,6 +177,7 @@ impl Lake {
         match kind {
             TableKind::Events => &self.events,
             TableKind::Sessions => &self.sessions,
+            TableKind::Scores => &self.scores,
         }
     }
 
@@ -174,6 +185,7 @@ impl Lake {
         match kind {
             TableKind::Events => &mut self.events,
             TableKind::Sessions => &mut self.sessions,
+            TableKind::Scores => &mut self.scores,
         }
     }
 
@@ -276,7 +288,8 @@ impl Lake {
         Ok(version)
     }
 
-    /// A DataFusion session with both tables registered as `events` and `sessions`,
+    /// A DataFusion session with every table registered under its name (`events`,
+    /// `sessions`, `scores`),
     /// and the views of [`crate::views`] (`pageviews`, with dwell times),
     /// at the versions this `Lake` holds (call [`Lake::refresh`] first to see other
     /// writers' commits). Filters on `dt` prune whole partitions.

@@ -35,6 +35,9 @@ pub struct Config {
     /// connections. Idle connections are closed at once.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Interest scoring (`[query.scoring]`, `spur score`).
+    #[serde(default)]
+    pub scoring: crate::score::ScoringConfig,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             max_connections: 32,
             refresh_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            scoring: crate::score::ScoringConfig::default(),
         }
     }
 }

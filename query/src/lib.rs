@@ -15,6 +15,7 @@ pub mod config;
 mod error;
 pub mod guard;
 pub mod output;
+pub mod score;
 mod server;
 
 use std::io::Write;

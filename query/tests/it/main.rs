@@ -7,5 +7,6 @@ mod cases;
 mod fixture;
 mod limits;
 mod readonly;
+mod score;
 mod sql;
 mod wire;

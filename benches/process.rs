@@ -602,6 +602,7 @@ fn main() -> Result<()> {
             let topics = Topics {
                 events: format!("{TOPIC_EVENTS}.bench-{}", &id[..8]),
                 dead_letter: format!("{TOPIC_DEAD_LETTER}.bench-{}", &id[..8]),
+                ..Topics::default()
             };
             runtime.block_on(create_topics(&brokers, &topics.events, &topics.dead_letter))?;
             let kafka = KafkaSettings {

@@ -55,9 +55,29 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: spur_query::Format,
     },
+    /// Compute interest scores and append them to the lake table `scores`, or explain
+    /// one subject's scores without writing.
+    Score {
+        /// Score as of this RFC 3339 time (default: now); later views are left out.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Print the views behind this subject's scores instead of writing.
+        #[arg(long, value_name = "SUBJECT")]
+        explain: Option<String>,
+        /// With `--explain`: only this topic.
+        #[arg(long, requires = "explain")]
+        topic: Option<String>,
+    },
     /// Serve the lake over the PostgreSQL wire protocol (psql, BI tools, drivers).
     ServeSql {
         /// Override `query.listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Keep segment membership current and send each `segment.entered` /
+    /// `segment.exited` to the segment-changes topic and the configured webhooks.
+    Segments {
+        /// Override `query.segments.listen` (operator endpoints).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
@@ -156,7 +176,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(async {
                 let mut lake = spur_lake::Lake::open(&settings.processor.lake).await?;
-                for kind in [spur_lake::TableKind::Events, spur_lake::TableKind::Sessions] {
+                for kind in spur_lake::TableKind::ALL {
                     let summary = lake.optimize(kind).await?;
                     println!("{kind:?}: {summary:?}");
                 }
@@ -180,6 +200,56 @@ fn main() -> anyhow::Result<()> {
                 let catalog = spur_query::Catalog::open(&settings.query).await?;
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
                 spur_query::run_sql(&catalog, &sql, format, &mut out).await?;
+                anyhow::Ok(())
+            })
+        }
+        Command::Score {
+            as_of,
+            explain,
+            topic,
+        } => {
+            let as_of = spur_query::score::as_of_ms(as_of.as_deref())?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let query = &settings.query;
+                if let Some(subject) = explain {
+                    let parts =
+                        spur_query::score::explain(query, &subject, topic.as_deref(), as_of)
+                            .await?;
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    spur_query::score::write_contributions(&mut out, &parts, &query.scoring)?;
+                } else {
+                    let s = spur_query::score::run(query, as_of).await?;
+                    println!(
+                        "scored {} subjects, {} topics: {} rows from {} views (scores version {:?})",
+                        s.subjects, s.topics, s.rows, s.views, s.version
+                    );
+                }
+                anyhow::Ok(())
+            })
+        }
+        Command::Segments { listen } => {
+            if let Some(listen) = listen {
+                settings.query.segments.listen = listen;
+            }
+            settings.query.validate()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let listen = settings.query.segments.listen;
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("binding {listen}"))?;
+                spur_query::segments::service::run(
+                    settings.query,
+                    settings.kafka,
+                    listener,
+                    settings::shutdown_signal(),
+                )
+                .await?;
                 anyhow::Ok(())
             })
         }

@@ -111,3 +111,20 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown signal received");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example every reader copies must load and validate as it is.
+    #[test]
+    fn the_example_configuration_loads_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("spur.example.toml");
+        let settings = Settings::load(Some(&path)).expect("spur.example.toml loads");
+        settings.validate().expect("spur.example.toml validates");
+        assert_eq!(
+            settings.query.scoring.half_life,
+            std::time::Duration::from_secs(14 * 86_400)
+        );
+    }
+}

@@ -3,7 +3,9 @@
 //! appends record batches together with source offsets in one atomic commit, reads
 //! those offsets back, compacts small files and hands the tables to DataFusion.
 //!
-//! The processor writes `events` and `sessions`; the query layer reads them. Layout,
+//! The processor writes `events` and `sessions`; the query layer reads them and
+//! writes `scores` (interest scores, one commit per scoring run) and
+//! `segment_changes` (segment membership history, the dispatcher's outbox). Layout,
 //! columns and the offset convention are documented in `docs/lake.md`. No Kafka and
 //! no HTTP here: this crate is storage only.
 
@@ -17,5 +19,5 @@ pub mod views;
 mod tests;
 
 pub use error::{Error, Result};
-pub use schema::{events_batch, sessions_batch};
+pub use schema::{events_batch, scores_batch, segment_changes_batch, sessions_batch};
 pub use table::{Lake, OptimizeSummary, ROW_GROUP_ROWS, TableKind, ZSTD_LEVEL, writer_properties};

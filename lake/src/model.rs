@@ -1,6 +1,9 @@
-//! The rows the processor writes: one [`EventRow`] per accepted event (table `events`)
-//! and one [`SessionRow`] per closed session (table `sessions`). Every identifier in
-//! them is a keyed pseudonym; there is no IP address, raw visitor id or e-mail address.
+//! The rows of the lake's tables: the processor writes one [`EventRow`] per accepted
+//! event (table `events`) and one [`SessionRow`] per closed session (table
+//! `sessions`); interest scoring writes one [`ScoreRow`] per subject, topic and run
+//! (table `scores`); segment evaluation one [`SegmentChangeRow`] per entry or exit
+//! (table `segment_changes`). Every identifier in them is a keyed pseudonym; there is no IP
+//! address, raw visitor id or e-mail address.
 //! The column documentation lives in `docs/lake.md`; the Arrow schemas in
 //! [`crate::lake::schema`] follow these structs field by field.
 
@@ -84,4 +87,47 @@ pub struct SessionRow {
     /// session for an event older than the open sessions allow) or `flush`.
     pub closed_by: String,
     pub kafka_partition: i32,
+}
+
+/// One interest score of one scoring run: how interested a subject is in a topic, as
+/// of a time. Formulas: the query layer's `score` module.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreRow {
+    /// The subject: the e-mail pseudonym of an identified visitor, else its visitor id.
+    pub subject_id: String,
+    pub topic: String,
+    /// `raw / (raw + saturation)`, in `[0, 1)`.
+    pub score: f64,
+    /// Sum of the decayed, dwell-weighted views.
+    pub raw: f64,
+    /// Number of views that contributed.
+    pub views: i64,
+    /// Event time of the latest contributing view, ms since the epoch.
+    pub last_view: i64,
+    /// The time the run scored as of, ms since the epoch; one value per run.
+    pub as_of: i64,
+    /// UTC date of `as_of`, `YYYY-MM-DD`: the partition column.
+    pub dt: String,
+}
+
+/// One change of a subject's membership in a segment: the membership history, and the
+/// outbox the dispatcher delivers from (Kafka topic, webhooks). Written before any
+/// delivery, so `change_id` and `seq` are fixed before anyone sees the change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentChangeRow {
+    /// Stable id of the change, the idempotency key of every delivery (`chg_…`).
+    pub change_id: String,
+    /// Position in the order changes were decided, from 1, without gaps.
+    pub seq: i64,
+    pub segment: String,
+    pub subject_id: String,
+    /// `entered` or `exited`.
+    pub change: String,
+    /// Why: `matched` (entered), `no_longer_matched`, `consent_withdrawn`,
+    /// `subject_merged`, `segment_removed` (exited).
+    pub reason: String,
+    /// When the evaluation that decided it ran, ms since the epoch.
+    pub at: i64,
+    /// UTC date of `at`, `YYYY-MM-DD`: the partition column.
+    pub dt: String,
 }

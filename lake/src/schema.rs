@@ -1,6 +1,7 @@
-//! The Arrow schemas of the lake's two tables and the conversion of rows into record
-//! batches: `events` follows [`EventRow`] and `sessions` follows [`SessionRow`], field
-//! by field and with the same names. `docs/lake.md` documents every column.
+//! The Arrow schemas of the lake's tables and the conversion of rows into record
+//! batches: `events` follows [`EventRow`], `sessions` follows [`SessionRow`] and
+//! `scores` follows [`ScoreRow`] and `segment_changes` follows [`SegmentChangeRow`],
+//! field by field and with the same names. `docs/lake.md` documents every column.
 //!
 //! Conventions: times arrive as milliseconds since the epoch and are stored as
 //! `Timestamp(Microsecond, "UTC")`, the only timestamp type the Delta protocol knows
@@ -13,16 +14,16 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 
 use crate::error::Result;
-use crate::model::{EventRow, SessionRow};
+use crate::model::{EventRow, ScoreRow, SegmentChangeRow, SessionRow};
 
-/// The partition column of both tables.
+/// The partition column of every table.
 pub const PARTITION_COLUMN: &str = "dt";
 
 /// Time zone of every timestamp column. Delta's `timestamp` type is UTC-adjusted.
@@ -107,6 +108,33 @@ static SESSIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static SCORES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("subject_id", DataType::Utf8, false),
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("score", DataType::Float64, false),
+        Field::new("raw", DataType::Float64, false),
+        Field::new("views", DataType::Int64, false),
+        Field::new("last_view", timestamp(), false),
+        Field::new("as_of", timestamp(), false),
+        Field::new(PARTITION_COLUMN, DataType::Utf8, false),
+    ]))
+});
+
+static SEGMENT_CHANGES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let utf8 = |name: &str| Field::new(name, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        utf8("change_id"),
+        Field::new("seq", DataType::Int64, false),
+        utf8("segment"),
+        utf8("subject_id"),
+        utf8("change"),
+        utf8("reason"),
+        Field::new("at", timestamp(), false),
+        utf8(PARTITION_COLUMN),
+    ]))
+});
+
 /// Schema of table `events`: one column per field of [`EventRow`].
 pub fn events_schema() -> SchemaRef {
     Arc::clone(&EVENTS)
@@ -115,6 +143,16 @@ pub fn events_schema() -> SchemaRef {
 /// Schema of table `sessions`: one column per field of [`SessionRow`].
 pub fn sessions_schema() -> SchemaRef {
     Arc::clone(&SESSIONS)
+}
+
+/// Schema of table `scores`: one column per field of [`ScoreRow`].
+pub fn scores_schema() -> SchemaRef {
+    Arc::clone(&SCORES)
+}
+
+/// Schema of table `segment_changes`: one column per field of [`SegmentChangeRow`].
+pub fn segment_changes_schema() -> SchemaRef {
+    Arc::clone(&SEGMENT_CHANGES)
 }
 
 /// Converts events into one record batch with [`events_schema`].
@@ -190,6 +228,36 @@ pub fn sessions_batch(rows: &[SessionRow]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(sessions_schema(), columns)?)
 }
 
+/// Converts scores into one record batch with [`scores_schema`].
+pub fn scores_batch(rows: &[ScoreRow]) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = vec![
+        utf8(rows, |r| &r.subject_id),
+        utf8(rows, |r| &r.topic),
+        float64(rows, |r| r.score),
+        float64(rows, |r| r.raw),
+        int64(rows, |r| Some(r.views)),
+        micros(rows, "last_view", |r| r.last_view)?,
+        micros(rows, "as_of", |r| r.as_of)?,
+        utf8(rows, |r| &r.dt),
+    ];
+    Ok(RecordBatch::try_new(scores_schema(), columns)?)
+}
+
+/// Converts segment changes into one record batch with [`segment_changes_schema`].
+pub fn segment_changes_batch(rows: &[SegmentChangeRow]) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = vec![
+        utf8(rows, |r| &r.change_id),
+        int64(rows, |r| Some(r.seq)),
+        utf8(rows, |r| &r.segment),
+        utf8(rows, |r| &r.subject_id),
+        utf8(rows, |r| &r.change),
+        utf8(rows, |r| &r.reason),
+        micros(rows, "at", |r| r.at)?,
+        utf8(rows, |r| &r.dt),
+    ];
+    Ok(RecordBatch::try_new(segment_changes_schema(), columns)?)
+}
+
 fn utf8<T>(rows: &[T], get: impl Fn(&T) -> &str) -> ArrayRef {
     let bytes = rows.iter().map(|r| get(r).len()).sum();
     let mut builder = StringBuilder::with_capacity(rows.len(), bytes);
@@ -230,6 +298,14 @@ fn int64<T>(rows: &[T], get: impl Fn(&T) -> Option<i64>) -> ArrayRef {
     let mut builder = Int64Builder::with_capacity(rows.len());
     for row in rows {
         builder.append_option(get(row));
+    }
+    Arc::new(builder.finish())
+}
+
+fn float64<T>(rows: &[T], get: impl Fn(&T) -> f64) -> ArrayRef {
+    let mut builder = Float64Builder::with_capacity(rows.len());
+    for row in rows {
+        builder.append_value(get(row));
     }
     Arc::new(builder.finish())
 }
@@ -481,9 +557,56 @@ mod tests {
     }
 
     #[test]
+    fn scores_batch_matches_schema_and_converts_times() {
+        let row = ScoreRow {
+            subject_id: "ab".repeat(16),
+            topic: "boots".into(),
+            score: 0.25,
+            raw: 5.0 / 3.0,
+            views: 3,
+            last_view: NOON - 1,
+            as_of: NOON,
+            dt: "2025-11-29".into(),
+        };
+        let batch = scores_batch(&[row]).expect("batch");
+        assert_eq!(batch.schema(), scores_schema());
+        let names: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "subject_id",
+                "topic",
+                "score",
+                "raw",
+                "views",
+                "last_view",
+                "as_of",
+                "dt"
+            ]
+        );
+        let score = batch
+            .column_by_name("score")
+            .expect("score")
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        assert_eq!(score.value(0), 0.25);
+        let last = batch
+            .column_by_name("last_view")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+            .expect("last_view");
+        assert_eq!(last.value(0), (NOON - 1) * 1_000);
+        assert_eq!(last.timezone(), Some("UTC"));
+    }
+
+    #[test]
     fn empty_input_gives_an_empty_batch() {
         assert_eq!(events_batch(&[]).expect("events").num_rows(), 0);
         assert_eq!(sessions_batch(&[]).expect("sessions").num_rows(), 0);
+        assert_eq!(scores_batch(&[]).expect("scores").num_rows(), 0);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! [`Lake`]: the two Delta tables under one root, opened (or created) together, and
-//! every write and read the processor does on them.
+//! [`Lake`]: the Delta tables under one root, opened (or created) together, and
+//! every write and read the processor and the scoring runs do on them.
 //!
 //! Exactly-once rests on one rule: an [`Lake::append`] is a single Delta commit that
 //! holds the data files *and* the `txn` actions recording, per Kafka source, the last
@@ -25,7 +25,9 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tracing::{debug, info};
 
 use crate::error::{Error, Result};
-use crate::schema::{PARTITION_COLUMN, events_schema, sessions_schema};
+use crate::schema::{
+    PARTITION_COLUMN, events_schema, scores_schema, segment_changes_schema, sessions_schema,
+};
 
 /// Rows per Parquet row group: large enough for good compression and few footer
 /// entries, small enough that a reader filtering on statistics skips useful amounts.
@@ -42,16 +44,34 @@ pub enum TableKind {
     Events,
     /// `sessions`: one row per closed session ([`crate::model::SessionRow`]).
     Sessions,
+    /// `scores`: interest scores, one row per subject and topic per scoring run
+    /// ([`crate::model::ScoreRow`]). The processor never writes it.
+    Scores,
+    /// `segment_changes`: every entry into and exit from a segment
+    /// ([`crate::model::SegmentChangeRow`]), written by segment evaluation.
+    SegmentChanges,
 }
 
 impl TableKind {
-    pub const ALL: [TableKind; 2] = [TableKind::Events, TableKind::Sessions];
+    pub const ALL: [TableKind; 4] = [
+        TableKind::Events,
+        TableKind::Sessions,
+        TableKind::Scores,
+        TableKind::SegmentChanges,
+    ];
+
+    /// Position in [`TableKind::ALL`].
+    fn index(self) -> usize {
+        self as usize
+    }
 
     /// The table's name: its directory under the lake root and its SQL name.
     pub fn name(self) -> &'static str {
         match self {
             TableKind::Events => "events",
             TableKind::Sessions => "sessions",
+            TableKind::Scores => "scores",
+            TableKind::SegmentChanges => "segment_changes",
         }
     }
 
@@ -60,6 +80,8 @@ impl TableKind {
         match self {
             TableKind::Events => events_schema(),
             TableKind::Sessions => sessions_schema(),
+            TableKind::Scores => scores_schema(),
+            TableKind::SegmentChanges => segment_changes_schema(),
         }
     }
 
@@ -67,6 +89,8 @@ impl TableKind {
         match self {
             TableKind::Events => "Spur: one row per processed event (pseudonymised)",
             TableKind::Sessions => "Spur: one row per closed session (pseudonymised)",
+            TableKind::Scores => "Spur: interest scores per subject and topic, one set per run",
+            TableKind::SegmentChanges => "Spur: segment entries and exits, in decision order",
         }
     }
 
@@ -79,6 +103,8 @@ impl TableKind {
                 "event_time,received_at,site_id,event_type,is_bot,kafka_partition,kafka_offset"
             }
             TableKind::Sessions => "start_time,end_time,site_id,is_bot,kafka_partition",
+            TableKind::Scores => "as_of,subject_id,topic,score,last_view",
+            TableKind::SegmentChanges => "seq,segment,subject_id,at",
         }
     }
 
@@ -120,18 +146,18 @@ pub struct OptimizeSummary {
     pub files_skipped: usize,
 }
 
-/// The lake: tables `events` and `sessions` under one root.
+/// The lake: every [`TableKind`]'s table under one root.
 #[derive(Debug)]
 pub struct Lake {
     root: String,
-    events: DeltaTable,
-    sessions: DeltaTable,
+    /// One per kind, in the order of [`TableKind::ALL`].
+    tables: Vec<DeltaTable>,
 }
 
 impl Lake {
     /// Opens the lake at `root` (a local directory, a `file://` URL, or any URL whose
     /// object store is compiled into delta-rs, e.g. `s3://bucket/prefix`), creating
-    /// `<root>/events` and `<root>/sessions` if they do not exist yet.
+    /// each table (`<root>/events`, `<root>/sessions`, ...) that does not exist yet.
     pub async fn open(root: &str) -> Result<Lake> {
         Self::open_with_storage_options(root, HashMap::new()).await
     }
@@ -148,12 +174,13 @@ impl Lake {
                 "lake root {root:?} is not a directory or URL"
             )));
         }
-        let events = open_or_create(trimmed, TableKind::Events, &storage_options).await?;
-        let sessions = open_or_create(trimmed, TableKind::Sessions, &storage_options).await?;
+        let mut tables = Vec::with_capacity(TableKind::ALL.len());
+        for kind in TableKind::ALL {
+            tables.push(open_or_create(trimmed, kind, &storage_options).await?);
+        }
         Ok(Lake {
             root: trimmed.to_owned(),
-            events,
-            sessions,
+            tables,
         })
     }
 
@@ -164,17 +191,11 @@ impl Lake {
 
     /// The table as of the last commit this `Lake` made or loaded.
     pub fn table(&self, kind: TableKind) -> &DeltaTable {
-        match kind {
-            TableKind::Events => &self.events,
-            TableKind::Sessions => &self.sessions,
-        }
+        &self.tables[kind.index()]
     }
 
     fn table_mut(&mut self, kind: TableKind) -> &mut DeltaTable {
-        match kind {
-            TableKind::Events => &mut self.events,
-            TableKind::Sessions => &mut self.sessions,
-        }
+        &mut self.tables[kind.index()]
     }
 
     /// The loaded version of a table.
@@ -276,7 +297,8 @@ impl Lake {
         Ok(version)
     }
 
-    /// A DataFusion session with both tables registered as `events` and `sessions`,
+    /// A DataFusion session with every table registered under its name (`events`,
+    /// `sessions`, `scores`),
     /// and the views of [`crate::views`] (`pageviews`, with dwell times),
     /// at the versions this `Lake` holds (call [`Lake::refresh`] first to see other
     /// writers' commits). Filters on `dt` prune whole partitions.

@@ -95,13 +95,18 @@ fn commit_file(table_dir: &Path, version: i64) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn open_creates_both_tables_partitioned_by_dt_and_reopens_them() -> Result<()> {
+async fn open_creates_every_table_partitioned_by_dt_and_reopens_them() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let lake = Lake::open(&root(&dir)?).await?;
     for kind in TableKind::ALL {
         let table_dir = dir.path().join(kind.name());
         assert!(commit_file(&table_dir, 0).is_file(), "{kind}: no version 0");
         assert_eq!(lake.version(kind)?, 0);
+        let url = lake.table(kind).table_url().to_string();
+        assert!(
+            url.trim_end_matches('/').ends_with(&format!("/{kind}")),
+            "{kind} is backed by {url}"
+        );
         let snapshot = lake.table(kind).snapshot()?;
         let metadata = snapshot.metadata();
         assert_eq!(metadata.partition_columns(), ["dt"]);
@@ -404,7 +409,7 @@ async fn data_files_are_zstd_parquet() -> Result<()> {
         writer_properties().max_row_group_row_count(),
         Some(ROW_GROUP_ROWS)
     );
-    for kind in TableKind::ALL {
+    for kind in [TableKind::Events, TableKind::Sessions] {
         let files = data_files(&dir.path().join(kind.name()))?;
         assert_eq!(files.len(), 1, "{kind}: {files:?}");
         assert_eq!(lake.table(kind).get_file_uris()?.count(), files.len());
@@ -706,6 +711,64 @@ async fn pageviews_view_derives_dwell_from_engagement_or_the_next_pageview() -> 
         )
         .await?,
         6
+    );
+    Ok(())
+}
+
+fn score_row(subject: &str, topic: &str, score: f64, as_of: i64) -> crate::model::ScoreRow {
+    crate::model::ScoreRow {
+        subject_id: subject.into(),
+        topic: topic.into(),
+        score,
+        raw: score * 5.0 / (1.0 - score),
+        views: 2,
+        last_view: as_of - 1_000,
+        as_of,
+        dt: chrono::DateTime::from_timestamp_millis(as_of)
+            .map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_runs_append_one_commit_each_and_the_latest_is_selectable() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut lake = Lake::open(&root(&dir)?).await?;
+    let first = crate::schema::fixtures::NOON;
+    let second = first + 86_400_000;
+    let run = |as_of, score| {
+        scores_batch(&[
+            score_row("s1", "boots", score, as_of),
+            score_row("s2", "boots", score / 2.0, as_of),
+        ])
+    };
+    assert_eq!(
+        lake.append(TableKind::Scores, run(first, 0.5)?, &[])
+            .await?,
+        1
+    );
+    assert_eq!(
+        lake.append(TableKind::Scores, run(second, 0.25)?, &[])
+            .await?,
+        2
+    );
+    // Other tables are untouched by score runs.
+    assert_eq!(lake.version(TableKind::Events)?, 0);
+    assert_eq!(lake.version(TableKind::Sessions)?, 0);
+
+    assert_eq!(count(&lake, "SELECT count(*) FROM scores").await?, 4);
+    let latest = strings(
+        &lake,
+        "SELECT concat(subject_id, ':', CAST(score AS VARCHAR), ':', CAST(dt AS VARCHAR)) FROM scores \
+         WHERE as_of = (SELECT max(as_of) FROM scores) ORDER BY subject_id",
+    )
+    .await?;
+    assert_eq!(
+        latest,
+        [
+            Some(format!("s1:0.25:{DAY1}")),
+            Some(format!("s2:0.125:{DAY1}"))
+        ]
     );
     Ok(())
 }

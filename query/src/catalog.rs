@@ -33,6 +33,7 @@ use tracing::debug;
 use crate::config::{ByteSize, Config};
 use crate::error::{Error, Result};
 use crate::guard;
+use crate::segments::LifecycleConfig;
 
 /// The lake's tables, ready for analyst SQL. Shared by all connections.
 #[derive(Debug)]
@@ -41,6 +42,8 @@ pub struct Catalog {
     current: RwLock<Snapshot>,
     memory_limit: ByteSize,
     refresh_interval: Duration,
+    /// For the `profiles` and `timeline` views.
+    lifecycle: LifecycleConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -83,7 +86,7 @@ impl Catalog {
         config.validate()?;
         check_local_lake(&config.lake)?;
         let lake = Lake::open(&config.lake).await?;
-        let state = build_state(&lake).await?;
+        let state = build_state(&lake, &config.lifecycle).await?;
         debug!(lake = %lake.root(), "lake opened for queries");
         Ok(Catalog {
             lake: tokio::sync::Mutex::new(lake),
@@ -93,6 +96,7 @@ impl Catalog {
             }),
             memory_limit: config.memory_limit,
             refresh_interval: config.refresh_interval,
+            lifecycle: config.lifecycle.clone(),
         })
     }
 
@@ -105,7 +109,7 @@ impl Catalog {
 
     async fn refresh_locked(&self, lake: &mut Lake) -> Result<Arc<SessionState>> {
         lake.refresh().await?;
-        let state = Arc::new(build_state(lake).await?);
+        let state = Arc::new(build_state(lake, &self.lifecycle).await?);
         let versions: Vec<_> = TableKind::ALL
             .iter()
             .map(|kind| (kind.name(), lake.version(*kind).ok()))
@@ -220,8 +224,11 @@ impl Catalog {
 
 /// The session every query starts from: the lake's tables (Delta providers and the
 /// delta-rs planner), `information_schema` on, only the allowed table functions.
-async fn build_state(lake: &Lake) -> Result<SessionState> {
+async fn build_state(lake: &Lake, lifecycle: &LifecycleConfig) -> Result<SessionState> {
     let context = lake.session_context().await?;
+    crate::segments::timeline::register_views(&context, lifecycle)
+        .await
+        .map_err(|e| Error::Config(format!("query.lifecycle: {e}")))?;
     let mut state = context.state();
     state.config_mut().options_mut().catalog.information_schema = true;
     let names: Vec<String> = state.table_functions().keys().cloned().collect();
@@ -233,8 +240,8 @@ async fn build_state(lake: &Lake) -> Result<SessionState> {
     Ok(state)
 }
 
-/// A local lake root (a path or `file://` URL) must hold every table's Delta log;
-/// `Lake::open` would otherwise create empty tables, and an analyst with a typo in
+/// A local lake root (a path or `file://` URL) must hold the `events` table's Delta
+/// log; `Lake::open` would otherwise create empty tables, and an analyst with a typo in
 /// the path would see an empty lake instead of an error. Object-store roots are
 /// not checked here.
 fn check_local_lake(root: &str) -> Result<()> {
@@ -243,14 +250,16 @@ fn check_local_lake(root: &str) -> Result<()> {
         None if root.contains("://") => return Ok(()),
         None => root,
     };
-    for kind in TableKind::ALL {
-        let log = Path::new(path).join(kind.name()).join("_delta_log");
-        if !log.is_dir() {
-            return Err(Error::Config(format!(
-                "no lake table at {}: query.lake must be the processor's lake root",
-                log.parent().unwrap_or(&log).display()
-            )));
-        }
+    // The processor creates `events` first; tables added by later versions (or
+    // written only by the query layer) are created by `Lake::open` when missing.
+    let log = Path::new(path)
+        .join(TableKind::Events.name())
+        .join("_delta_log");
+    if !log.is_dir() {
+        return Err(Error::Config(format!(
+            "no lake table at {}: query.lake must be the processor's lake root",
+            log.parent().unwrap_or(&log).display()
+        )));
     }
     Ok(())
 }

@@ -35,6 +35,15 @@ pub struct Config {
     /// connections. Idle connections are closed at once.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Interest scoring (`[query.scoring]`, `spur score`).
+    #[serde(default)]
+    pub scoring: crate::score::ScoringConfig,
+    /// Lifecycle stages (`[query.lifecycle]`): profiles, segments and the timeline.
+    #[serde(default)]
+    pub lifecycle: crate::segments::LifecycleConfig,
+    /// Segments and their delivery (`[query.segments]`, `spur segments`).
+    #[serde(default)]
+    pub segments: crate::segments::SegmentsConfig,
 }
 
 impl Default for Config {
@@ -48,6 +57,9 @@ impl Default for Config {
             max_connections: 32,
             refresh_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            scoring: crate::score::ScoringConfig::default(),
+            lifecycle: crate::segments::LifecycleConfig::default(),
+            segments: crate::segments::SegmentsConfig::default(),
         }
     }
 }
@@ -88,6 +100,8 @@ impl Config {
                 return fail(format!("query.users: user {:?} appears twice", user.name));
             }
         }
+        self.lifecycle.validate()?;
+        self.segments.validate()?;
         Ok(())
     }
 }

@@ -35,6 +35,17 @@ pub enum Error {
     /// Writing the results failed (closed pipe, full disk): nothing to retry here.
     #[error("writing the results")]
     Output(#[source] std::io::Error),
+    /// A Kafka operation failed (broker unreachable, topic missing, delivery timed
+    /// out): check the broker; the segment service retries.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// A state file (delivery cursor, given-up log) could not be read or written.
+    #[error("state file {path}")]
+    State {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The server could not start or accept: usually the listen address.
     #[error("server: {context}")]
     Server {

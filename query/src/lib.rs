@@ -12,9 +12,12 @@
 
 pub mod catalog;
 pub mod config;
+pub mod dispatch;
 mod error;
 pub mod guard;
 pub mod output;
+pub mod score;
+pub mod segments;
 mod server;
 
 use std::io::Write;

@@ -25,12 +25,16 @@ pub fn record_key(site_id: &str, visitor_id: &str) -> String {
     format!("{site_id}:{visitor_id}")
 }
 
+/// Segment changes (`segment.entered` / `segment.exited`, JSON), keyed by subject.
+pub const TOPIC_SEGMENT_CHANGES: &str = "spur.segments.v1";
+
 /// Topic names, overridable for multi-tenant clusters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Topics {
     pub events: String,
     pub dead_letter: String,
+    pub segment_changes: String,
 }
 
 impl Default for Topics {
@@ -38,6 +42,7 @@ impl Default for Topics {
         Self {
             events: TOPIC_EVENTS.to_owned(),
             dead_letter: TOPIC_DEAD_LETTER.to_owned(),
+            segment_changes: TOPIC_SEGMENT_CHANGES.to_owned(),
         }
     }
 }
@@ -55,6 +60,26 @@ pub struct KafkaSettings {
     /// Secret librdkafka properties (`sasl.password`, `ssl.key.password`, ...): kept
     /// apart so that they are redacted whenever the configuration is printed.
     pub secret_properties: BTreeMap<String, Secret>,
+}
+
+impl KafkaSettings {
+    /// The librdkafka properties every client starts from: the extra and secret
+    /// properties, then `bootstrap.servers`. Each service sets its delivery
+    /// guarantees on top, after these, so they cannot be overridden.
+    pub fn client_properties(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        out.extend(
+            self.secret_properties
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.expose())),
+        );
+        out.push(("bootstrap.servers", self.brokers.as_str()));
+        out
+    }
 }
 
 impl Default for KafkaSettings {

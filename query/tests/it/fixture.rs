@@ -91,6 +91,40 @@ pub fn event(day: i64, n: i64) -> EventRow {
     }
 }
 
+/// An event of `visitor` in `session` at `time`; a pageview unless changed.
+pub fn pageview(
+    id: &str,
+    visitor: &str,
+    session: &str,
+    time: i64,
+    path: &str,
+    topics: &[&str],
+) -> EventRow {
+    let mut row = event(0, 0);
+    row.event_id = id.into();
+    row.event_type = "pageview".into();
+    row.event_time = time;
+    row.received_at = time + 40;
+    row.dt = chrono::DateTime::from_timestamp_millis(time)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    row.visitor_id = visitor.into();
+    row.session_id = session.into();
+    row.path = Some(path.into());
+    row.url = Some(format!("https://shop.example{path}"));
+    row.topics = topics.iter().map(|t| (*t).to_owned()).collect();
+    row.engaged_ms = None;
+    row.email_hash = None;
+    row
+}
+
+pub fn identify(id: &str, visitor: &str, time: i64, email_hash: &str) -> EventRow {
+    let mut row = pageview(id, visitor, "s-id", time, "/signup", &[]);
+    row.event_type = "identify".into();
+    row.email_hash = Some(email_hash.into());
+    row
+}
+
 pub fn session(day: i64, n: i64) -> SessionRow {
     let start_time = NOON + day * DAY_MS + n * 1_000;
     let duration_ms = 60_000 * (n + 1);

@@ -4,8 +4,11 @@
 //! port with tokio-postgres.
 
 mod cases;
+mod dispatch;
 mod fixture;
 mod limits;
 mod readonly;
+mod score;
+mod segments;
 mod sql;
 mod wire;

@@ -18,4 +18,5 @@ mod broker_restart;
 mod collector_crash;
 mod collector_e2e;
 mod processor_e2e;
+mod segments_e2e;
 mod tracker;

@@ -149,6 +149,8 @@ async fn answer(req: Request<Incoming>, state: Arc<Mutex<ReceiverState>>) -> Res
 /// A segment service on a runtime of its own, so that dropping the runtime kills it
 /// and every task it started, as a crash would.
 struct Service {
+    /// The operator endpoints.
+    ops: SocketAddr,
     /// Always `Some` until dropped.
     runtime: Option<tokio::runtime::Runtime>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -162,24 +164,45 @@ impl Service {
             .enable_all()
             .build()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let ops = listener.local_addr()?;
         let task = runtime.spawn(async move {
-            let listener =
-                tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .map_err(|source| spur_query::Error::Server {
-                        context: "binding".into(),
-                        source,
-                    })?;
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| {
+                spur_query::Error::Server {
+                    context: "listener".into(),
+                    source,
+                }
+            })?;
             spur_query::segments::service::run(config, kafka, listener, async {
                 let _ = stopped.await;
             })
             .await
         });
         Ok(Service {
+            ops,
             runtime: Some(runtime),
             stop: Some(stop),
             task,
         })
+    }
+
+    /// `GET path` on the operator endpoints: (status line, body).
+    async fn get(&self, path: &str) -> Result<(String, String)> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(self.ops).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: ops\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        let (head, body) = response.split_once("\r\n\r\n").context("no HTTP head")?;
+        Ok((
+            head.lines().next().unwrap_or_default().to_owned(),
+            body.to_owned(),
+        ))
     }
 
     /// Drops the runtime without waiting for anything.
@@ -319,6 +342,15 @@ async fn changes_reach_topic_and_webhook_once_across_a_crash() -> Result<()> {
             r.iter().any(|r| r.json()["type"] == "segment.exited")
         })
         .await?;
+    // Crash once the topic has both (so the restarted service must not produce again).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while read_topic(&brokers, &kafka.topics.segment_changes)?.len() < 2 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the exit never reached the topic"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     first.crash();
 
     receiver.set_hang_on_exit(false);
@@ -333,6 +365,32 @@ async fn changes_reach_topic_and_webhook_once_across_a_crash() -> Result<()> {
         .await?;
     // Give a wrongly repeated delivery the time to show up before stopping.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // The second incarnation decided nothing new; the first had produced both changes
+    // to Kafka before it crashed, so it produced none and redelivered the exit to the
+    // webhook only.
+    let (status, ready) = second.get("/readyz").await?;
+    assert!(status.contains("200"), "{status} {ready}");
+    let (_, metrics) = second.get("/metrics").await?;
+    for (line, expected) in [
+        ("spur_segments_delivered_total{sink=\"kafka\"}", "0"),
+        (
+            "spur_segments_delivered_total{sink=\"webhook:mailer\"}",
+            "1",
+        ),
+        ("spur_segments_members{segment=\"boot_fans\"}", "0"),
+        ("spur_segments_evaluations_total{kind=\"sweep\"}", "1"),
+    ] {
+        // A counter never incremented is not exported.
+        let value = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .map_or("0", str::trim);
+        assert_eq!(value, expected, "{line} in\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("spur_segments_changes_total"),
+        "{metrics}"
+    );
     second.stop().await?;
 
     // The topic: the two changes, once each, in order, keyed by subject.

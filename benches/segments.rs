@@ -1,0 +1,429 @@
+//! Interest scoring and segment evaluation over a generated lake of N events (default
+//! 10 million), next to DuckDB running the same SQL on the same Delta table in the
+//! same run.
+//!
+//! Phases, each timed, with the peak RSS of its process (`VmHWM`, reset before each
+//! Spur phase; DuckDB runs in a Python process of its own, its `VmHWM`):
+//! 1. **generate**: N events of V visitors over 30 days, written to a fresh lake with
+//!    `Lake::append` as the processor writes them (zstd Parquet, `dt` partitions):
+//!    ~80 % pageviews with one or two of 20 topics, ~12 % engagement, identify (30 %
+//!    of visitors, half of them with marketing consent), consent, purchases, 3 % bots.
+//! 2. **spur score**: `spur score`'s path — pageviews with dwell, subjects, the
+//!    scoring model, one commit to `scores`.
+//! 3. **spur segment sweep**: the segment service's full evaluation (`Engine::load` +
+//!    one sweep over every subject: profiles with stage and interest, 3 segment
+//!    conditions, membership changes committed).
+//! 4. **same SQL, DataFusion vs DuckDB**: one portable SQL text — the `pageviews`
+//!    dwell view, subjects, the scoring formula in SQL (dwell weight, half-life decay,
+//!    saturation) and a profile aggregate with a segment condition — run by
+//!    DataFusion over the lake and by DuckDB (Python `duckdb` reading the Delta table
+//!    through the `deltalake` package's Arrow dataset). The only dialect shim is the
+//!    epoch function (`CAST(t AS BIGINT) / 1000` vs `epoch_ms(t)`). Both results'
+//!    row counts and score sums are printed side by side.
+//!
+//! Run: `cargo bench --bench segments`. Environment: `SPUR_BENCH_EVENTS` (default
+//! 10,000,000), `SPUR_BENCH_VISITORS` (default 200,000), `SPUR_BENCH_LAKE` (a
+//! directory to keep the generated lake in and reuse on the next run; default a
+//! temporary directory), `SPUR_BENCH_PYTHON` (default `python3`; needs `duckdb` and
+//! `deltalake`: `pip install duckdb deltalake`).
+
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use spur_lake::model::EventRow;
+use spur_lake::{Lake, TableKind};
+use spur_query::score::{Model, ScoringConfig, load_views, write_scores};
+use spur_query::segments::{Engine, LifecycleConfig, SegmentDef};
+
+#[path = "support/proc.rs"]
+mod proc;
+use proc::{cpu_seconds, proc_status, reset_peak_rss};
+
+const DAY: i64 = 86_400_000;
+/// 2026-11-01T00:00:00Z: the first event; as-of is 30 days later.
+const START: i64 = 1_793_491_200_000;
+const AS_OF: i64 = START + 30 * DAY;
+const TOPICS: [&str; 20] = [
+    "boots", "sandals", "sneakers", "jackets", "coats", "hats", "gloves", "socks", "bags", "belts",
+    "watches", "glasses", "scarves", "shirts", "jeans", "dresses", "skirts", "suits", "sale",
+    "new",
+];
+const BATCH: usize = 250_000;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .replace('_', "")
+            .parse()
+            .with_context(|| format!("{name}={v}")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn date(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// Event `i` of the generated history: deterministic in `i`.
+fn event(i: u64, visitors: u64) -> EventRow {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1));
+    let v = rng.below(visitors);
+    let day = rng.below(30) as i64;
+    // Each visitor has one session a day; events of a session within 20 minutes.
+    let time = START + day * DAY + ((v * 7919) % 600) as i64 * 60_000 + rng.below(1_200_000) as i64;
+    let kind = rng.below(100);
+    let identified = v % 10 < 3;
+    let marketing = v.is_multiple_of(2);
+    let bot = v % 100 < 3;
+    let (event_type, name) = match kind {
+        0..80 => ("pageview", None),
+        80..92 => ("engagement", None),
+        92..96 if identified => ("identify", None),
+        96..98 if identified => ("consent", None),
+        98..99 => ("custom", Some("purchase".to_owned())),
+        _ => ("pageview", None),
+    };
+    let topic = |rng: &mut Rng| TOPICS[(v as usize + rng.below(3) as usize) % TOPICS.len()];
+    let topics = if event_type == "pageview" {
+        let mut t = vec![topic(&mut rng).to_owned()];
+        if rng.below(3) == 0 {
+            t.push("sale".to_owned());
+        }
+        t
+    } else {
+        Vec::new()
+    };
+    let path = format!("/{}/{}", TOPICS[(v % 20) as usize], rng.below(50));
+    EventRow {
+        event_id: format!("{i:016x}"),
+        site_id: "shop".into(),
+        event_type: event_type.into(),
+        event_time: time,
+        received_at: time + 50,
+        dt: date(time),
+        visitor_id: format!("{:032x}", v.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        visitor_kind: "persistent".into(),
+        key_version: 1,
+        session_id: format!("{:016x}{:04}", v, day),
+        consent_analytics: true,
+        consent_marketing: marketing,
+        gpc: false,
+        dnt: false,
+        country: Some(["DE", "FR", "NL", "AT", "IT"][(v % 5) as usize].into()),
+        region: None,
+        browser: "Firefox".into(),
+        browser_version: "133".into(),
+        os: "Linux".into(),
+        device: "pc".into(),
+        is_bot: bot,
+        bot_reason: bot.then(|| "crawler".into()),
+        url: Some(format!("https://shop.example{path}")),
+        host: Some("shop.example".into()),
+        path: Some(path),
+        referrer: None,
+        title: None,
+        topics,
+        engaged_ms: (event_type == "engagement").then(|| rng.below(120_000) as i64),
+        scroll_pct: None,
+        email_hash: (event_type == "identify").then(|| format!("{:032x}", v ^ 0xE)),
+        form: (event_type == "identify").then(|| "newsletter".into()),
+        consent_purposes: (event_type == "consent").then(|| {
+            if rng.below(4) == 0 {
+                r#"{"marketing":"withdrawn"}"#.into()
+            } else {
+                r#"{"marketing":"granted"}"#.into()
+            }
+        }),
+        consent_evidence: (event_type == "identify").then(|| {
+            if marketing {
+                r#"{"purposes":["analytics","marketing"],"text_id":"nl-1"}"#.into()
+            } else {
+                r#"{"purposes":["analytics"],"text_id":"nl-1"}"#.into()
+            }
+        }),
+        name,
+        props: None,
+        time_flags: None,
+        kafka_partition: (v % 6) as i32,
+        kafka_offset: i as i64,
+    }
+}
+
+fn segments() -> Vec<SegmentDef> {
+    let def = |name: &str, condition: &str| SegmentDef {
+        name: name.into(),
+        condition: condition.into(),
+    };
+    vec![
+        def("boot_fans", "interest['boots'] >= 0.5"),
+        def(
+            "sale_hunters",
+            "interest['sale'] >= 0.6 AND pageviews >= 20",
+        ),
+        def(
+            "customers_de",
+            "stage IN ('customer', 'retained') AND country = 'DE'",
+        ),
+    ]
+}
+
+/// The portable workload: scoring in SQL and a profile with a segment condition.
+/// `{ms}` is replaced by each engine's epoch-milliseconds expression of `t`.
+fn workload_sql(ms: &dyn Fn(&str) -> String) -> String {
+    let pageviews = spur_lake::views::PAGEVIEWS_SQL.replace(
+        "(CAST(v.next_view_time AS BIGINT) - CAST(v.event_time AS BIGINT)) / 1000",
+        &format!("({} - {})", ms("v.next_view_time"), ms("v.event_time")),
+    );
+    let subjects = spur_query::score::SUBJECTS_SQL;
+    let half_life = 14 * DAY;
+    format!(
+        "WITH pv AS ({pageviews}),
+         subj AS ({subjects}),
+         exploded AS (
+             SELECT s.subject_id, pv.dwell_ms, {t} AS t, unnest(pv.topics) AS topic
+             FROM pv JOIN subj s ON s.visitor_id = pv.visitor_id
+             WHERE pv.is_bot = false AND {t} <= {AS_OF}),
+         contrib AS (
+             SELECT subject_id, topic,
+                    CASE WHEN dwell_ms IS NULL THEN 1.0
+                         ELSE LEAST(GREATEST(dwell_ms / 30000.0, 0.25), 3.0) END
+                    * POWER(2.0, -CAST({AS_OF} - t AS DOUBLE) / {half_life}) AS c
+             FROM exploded),
+         scores AS (
+             SELECT subject_id, topic, SUM(c) / (SUM(c) + 5.0) AS score
+             FROM contrib GROUP BY subject_id, topic),
+         profile AS (
+             SELECT s.subject_id, count(*) AS events,
+                    count(*) FILTER (WHERE e.event_type = 'custom' AND e.name = 'purchase') AS purchases,
+                    max(e.event_time) AS last_seen
+             FROM events e JOIN subj s ON s.visitor_id = e.visitor_id
+             WHERE e.is_bot = false GROUP BY s.subject_id)
+         SELECT count(*) AS members, sum(sc.score) AS score_sum,
+                (SELECT count(*) FROM scores) AS score_rows,
+                (SELECT sum(score) FROM scores) AS all_scores
+         FROM profile p JOIN scores sc ON sc.subject_id = p.subject_id
+         WHERE sc.topic = 'boots' AND sc.score >= 0.5 AND p.events >= 10",
+        t = ms("pv.event_time"),
+    )
+}
+
+const DUCKDB_SCRIPT: &str = r#"
+import json, sys, time
+import duckdb, deltalake
+root, sql = sys.argv[1], sys.stdin.read()
+con = duckdb.connect()
+con.execute("SET threads TO 2")
+started = time.monotonic()
+con.register("events", deltalake.DeltaTable(root + "/events").to_pyarrow_dataset())
+row = con.execute(sql).fetchone()
+elapsed = time.monotonic() - started
+# VmHWM of this process image (ru_maxrss would include the parent's peak, inherited
+# across fork and exec).
+hwm = next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"elapsed": elapsed, "row": [float(x) if x is not None else None for x in row],
+                  "maxrss_kb": int(hwm)}))
+"#;
+
+fn line(phase: &str, seconds: f64, cpu: f64, rss: &str, extra: &str) {
+    println!("{phase:<34} {seconds:>9.1} {cpu:>8.1} {rss:>14}  {extra}");
+}
+
+fn main() -> Result<()> {
+    let events = env_u64("SPUR_BENCH_EVENTS", 10_000_000)?;
+    let visitors = env_u64("SPUR_BENCH_VISITORS", 200_000)?;
+    let python = std::env::var("SPUR_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let temp = tempfile::tempdir()?;
+    let root = match std::env::var("SPUR_BENCH_LAKE") {
+        Ok(dir) if !dir.is_empty() => dir,
+        _ => temp.path().to_str().context("temp dir")?.to_owned(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    println!(
+        "Spur scoring and segment benchmark: {events} events, {visitors} visitors, 30 days, lake {root}"
+    );
+    println!(
+        "\n{:<34} {:>9} {:>8} {:>14}  notes",
+        "phase", "elapsed s", "CPU s", "peak RSS"
+    );
+
+    runtime.block_on(async {
+        // 1. generate (skipped when the kept lake already holds N events)
+        let mut lake = Lake::open(&root).await?;
+        let ctx = lake.session_context().await?;
+        let have = count(&ctx, "SELECT count(*) FROM events").await?;
+        if have != events as i64 {
+            if have != 0 {
+                bail!(
+                    "{root} holds {have} events, not {events}: remove it or unset SPUR_BENCH_LAKE"
+                );
+            }
+            reset_peak_rss();
+            let (started, cpu) = (Instant::now(), cpu_seconds());
+            let mut i = 0;
+            while i < events {
+                let end = (i + BATCH as u64).min(events);
+                let rows: Vec<EventRow> = (i..end).map(|n| event(n, visitors)).collect();
+                lake.append(TableKind::Events, spur_lake::events_batch(&rows)?, &[])
+                    .await?;
+                i = end;
+            }
+            line(
+                "generate (Lake::append)",
+                started.elapsed().as_secs_f64(),
+                cpu_seconds() - cpu,
+                &proc_status("VmHWM"),
+                &format!("{} files", lake.file_count(TableKind::Events)),
+            );
+        }
+
+        // 2. spur score
+        reset_peak_rss();
+        let (started, cpu) = (Instant::now(), cpu_seconds());
+        let model = Model::new(&ScoringConfig::default())?;
+        let ctx = lake.session_context().await?;
+        let views = load_views(&ctx, AS_OF, None).await?;
+        let scores = model.score(&views, AS_OF);
+        write_scores(&mut lake, &scores, AS_OF).await?;
+        line(
+            "spur score",
+            started.elapsed().as_secs_f64(),
+            cpu_seconds() - cpu,
+            &proc_status("VmHWM"),
+            &format!("{} views, {} scores", views.len(), scores.len()),
+        );
+        drop((views, scores));
+
+        // 3. spur segment sweep
+        reset_peak_rss();
+        let (started, cpu) = (Instant::now(), cpu_seconds());
+        let mut engine = Engine::load(
+            &lake,
+            &LifecycleConfig::default(),
+            &segments(),
+            &ScoringConfig::default(),
+        )
+        .await?;
+        let sweep = engine.step(&mut lake, AS_OF, true).await?;
+        let members: Vec<String> = segments()
+            .iter()
+            .map(|s| format!("{} {}", s.name, engine.members(&s.name).count()))
+            .collect();
+        line(
+            "spur segment sweep (3 segments)",
+            started.elapsed().as_secs_f64(),
+            cpu_seconds() - cpu,
+            &proc_status("VmHWM"),
+            &format!("{} subjects; {}", sweep.subjects, members.join(", ")),
+        );
+
+        // 4a. same SQL on DataFusion
+        reset_peak_rss();
+        let (started, cpu) = (Instant::now(), cpu_seconds());
+        let ctx = lake.session_context().await?;
+        let sql = workload_sql(&|t| format!("(CAST({t} AS BIGINT) / 1000)"));
+        let batches = ctx.sql(&sql).await?.collect().await?;
+        let row = first_row(&batches)?;
+        line(
+            "same SQL: DataFusion (Spur)",
+            started.elapsed().as_secs_f64(),
+            cpu_seconds() - cpu,
+            &proc_status("VmHWM"),
+            &format!("result {row:?}"),
+        );
+        anyhow::Ok(())
+    })?;
+
+    // 4b. same SQL on DuckDB
+    let sql = workload_sql(&|t| format!("epoch_ms({t})"));
+    let cpu_before = children_cpu();
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", DUCKDB_SCRIPT, &root])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {python} (needs duckdb and deltalake)"))?;
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(sql.as_bytes())?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!(
+            "DuckDB run failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let result: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .with_context(|| format!("DuckDB printed no result: {stdout}"))?;
+    line(
+        "same SQL: DuckDB (Python)",
+        result["elapsed"].as_f64().unwrap_or(f64::NAN),
+        children_cpu() - cpu_before,
+        &format!("{} kB", result["maxrss_kb"]),
+        &format!("result {}", result["row"]),
+    );
+    println!(
+        "\nelapsed: wall clock of the phase; CPU s: user+system of this process (DuckDB: of the\n\
+         Python child, including its start and the Delta log read); peak RSS: VmHWM reset\n\
+         before each Spur phase (so it includes what earlier phases left allocated), and\n\
+         the Python process's own VmHWM for DuckDB. Both engines use 2 threads on this 2-core machine."
+    );
+    Ok(())
+}
+
+async fn count(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<i64> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let column = cast(batches[0].column(0), &DataType::Int64)?;
+    Ok(column.as_primitive::<Int64Type>().value(0))
+}
+
+fn first_row(batches: &[datafusion::arrow::array::RecordBatch]) -> Result<Vec<f64>> {
+    let batch = batches.first().context("no result")?;
+    (0..batch.num_columns())
+        .map(|i| {
+            let column = cast(batch.column(i), &DataType::Float64)?;
+            Ok(column.as_primitive::<Float64Type>().value(0))
+        })
+        .collect()
+}
+
+/// User + system CPU seconds of this process's waited-for children.
+fn children_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (tick(13), tick(14)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}

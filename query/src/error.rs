@@ -70,17 +70,22 @@ impl Error {
 
     /// The full message with every source, on one line: what a client is shown.
     pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            let next = cause.to_string();
-            // DataFusion often repeats its inner message in the outer one.
-            if !text.contains(&next) {
-                text.push_str(": ");
-                text.push_str(&next);
-            }
-            source = cause.source();
-        }
-        text
+        chain(self)
     }
+}
+
+/// An error and its sources on one line, each source once (DataFusion and reqwest
+/// often repeat the inner message in the outer one).
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
 }

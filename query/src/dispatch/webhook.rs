@@ -67,7 +67,6 @@
 //! Logs name the webhook, the change id, the attempt and the error; never the secret,
 //! the body, or the URL (which may carry a token).
 
-use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
@@ -424,18 +423,7 @@ impl AttemptError {
 
 /// An error and its sources on one line, without the URL reqwest would include.
 fn chain(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = cause.source();
-    }
-    text
+    crate::error::chain(&error.without_url())
 }
 
 /// How [`Endpoint::deliver`] ended.

@@ -9,7 +9,8 @@
 //! crash the engine resumes exactly where the last commit left it and re-decides the
 //! rest identically: nothing is emitted twice, nothing is skipped.
 //!
-//! **A step** finds the events past those offsets, takes their subjects (and their
+//! **A step** does nothing while the `events` table's version is unchanged; else it
+//! finds the events past those offsets, takes their subjects (and their
 //! visitor ids as subjects, so an anonymous subject that became identified leaves
 //! its segments), rebuilds those subjects' profiles from their whole history and
 //! compares each segment's condition with the current membership. **A sweep** does
@@ -67,6 +68,9 @@ pub struct Engine {
     next_seq: i64,
     /// Kafka partition → last event offset evaluated.
     watermarks: BTreeMap<i32, i64>,
+    /// Version of `events` the last successful step looked at: an unchanged table
+    /// has no new events, so a step can skip the scan.
+    events_seen: Option<i64>,
 }
 
 impl Engine {
@@ -126,6 +130,7 @@ impl Engine {
             members,
             next_seq: last_seq + 1,
             watermarks,
+            events_seen: None,
         };
         engine.check_conditions(&ctx).await?;
         info!(
@@ -190,6 +195,10 @@ impl Engine {
     /// committed).
     pub async fn step(&mut self, lake: &mut Lake, now_ms: i64, full: bool) -> Result<StepSummary> {
         lake.refresh().await?;
+        let events_version = lake.version(TableKind::Events)?;
+        if !full && self.events_seen == Some(events_version) {
+            return Ok(StepSummary::default());
+        }
         let ctx = lake.session_context().await?;
         let new_rows = self.new_rows();
         let mut marks = BTreeMap::new();
@@ -214,6 +223,7 @@ impl Engine {
             }
         }
         if !full && marks.is_empty() {
+            self.events_seen = Some(events_version);
             return Ok(StepSummary::default());
         }
 
@@ -300,6 +310,7 @@ impl Engine {
         watermarks.extend(marks.iter().map(|(p, o)| (*p, *o)));
         let summary_subjects = evaluation.len();
         if changes.is_empty() && watermarks == self.watermarks {
+            self.events_seen = Some(events_version);
             return Ok(StepSummary {
                 full,
                 subjects: summary_subjects,
@@ -323,6 +334,7 @@ impl Engine {
         self.members.retain(|_, m| !m.is_empty());
         self.next_seq += i64::try_from(changes.len()).unwrap_or(i64::MAX);
         self.watermarks = watermarks;
+        self.events_seen = Some(events_version);
         debug!(
             full,
             subjects = summary_subjects,

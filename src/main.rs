@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod privacy;
+mod residency;
 mod settings;
 
 #[derive(Parser, Debug)]
@@ -81,6 +83,18 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// GDPR requests about one subject: access (export), erasure, undoing a merge.
+    Subject {
+        #[command(subcommand)]
+        command: privacy::SubjectCommand,
+    },
+    /// The consent and identity ledger.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// Serve the authenticated admin endpoints for GDPR requests (`query.admin`).
+    Admin,
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -105,8 +119,18 @@ enum KeysCommand {
 
 #[derive(Subcommand, Debug)]
 enum LakeCommand {
-    /// Compact small files of both tables (Delta OPTIMIZE).
+    /// Compact small files of every table (Delta OPTIMIZE).
     Optimize,
+    /// Remove rows older than each table's `[retention]` period, physically
+    /// (partitions deleted, then their files vacuumed).
+    Retention,
+}
+
+#[derive(Subcommand, Debug)]
+enum LedgerCommand {
+    /// Recompute every digest and chain link; exit 1 if an entry was altered,
+    /// inserted or removed.
+    Verify,
 }
 
 #[derive(Subcommand, Debug)]
@@ -124,10 +148,16 @@ fn main() -> anyhow::Result<()> {
             command: ConfigCommand::Check,
         } => {
             settings.validate()?;
+            let residency = settings.residency()?;
             print!(
                 "{}",
                 toml::to_string_pretty(&settings).context("printing the configuration")?
             );
+            // As TOML comments, so that the output still parses.
+            println!("\n# Residency, as checked at start-up (docs/privacy.md):");
+            for line in residency::summary(settings.residency.eu_only, &residency).lines() {
+                println!("#   {line}");
+            }
             Ok(())
         }
         Command::Process => {
@@ -168,6 +198,14 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Subject { command } => privacy::subject(&settings, command),
+        Command::Ledger {
+            command: LedgerCommand::Verify,
+        } => privacy::verify_ledger(&settings),
+        Command::Admin => privacy::admin(settings),
+        Command::Lake {
+            command: LakeCommand::Retention,
+        } => privacy::retention(&settings, &settings.retention),
         Command::Lake {
             command: LakeCommand::Optimize,
         } => {

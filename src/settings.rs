@@ -18,6 +18,8 @@ pub struct Settings {
     pub processor: spur_processor::Config,
     pub query: spur_query::Config,
     pub log: LogSettings,
+    pub residency: crate::residency::ResidencySettings,
+    pub retention: crate::privacy::RetentionSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,7 +59,47 @@ impl Settings {
                 .filter(|key| key.as_str().contains("__"))
                 .split("__"),
         );
-        figment.extract().context("invalid configuration")
+        let mut settings: Settings = figment.extract().context("invalid configuration")?;
+        // One secret signs and verifies the one-click unsubscribe links.
+        if settings.query.segments.unsubscribe_key.is_none() {
+            settings
+                .query
+                .segments
+                .unsubscribe_key
+                .clone_from(&settings.collector.privacy.unsubscribe_key);
+        }
+        // Refused at start-up, whatever the subcommand.
+        settings.residency()?;
+        Ok(settings)
+    }
+
+    /// Where each lake root (`processor.lake`, and `query.lake` when it is another
+    /// root) and the brokers live: src/residency.rs. An error when the configuration
+    /// contradicts itself, or `residency.eu_only` is set and a place is not known to
+    /// be in the EU/EEA. The lake's storage options are the `AWS_*` environment
+    /// variables delta-rs reads (the configuration has no storage-option keys).
+    pub fn residency(&self) -> anyhow::Result<Vec<(String, crate::residency::Residency)>> {
+        let options = crate::residency::lake_storage_options_from_env();
+        let (processor, query) = (self.processor.lake.as_str(), self.query.lake.as_str());
+        let lakes = if processor.trim_end_matches('/') == query.trim_end_matches('/') {
+            vec![("processor.lake and query.lake", processor)]
+        } else {
+            vec![("processor.lake", processor), ("query.lake", query)]
+        };
+        lakes
+            .into_iter()
+            .map(|(name, root)| {
+                crate::residency::check(&self.residency, root, &options)
+                    .map(|found| (name.to_owned(), found))
+                    .map_err(|err| {
+                        if err.is_about_the_lake() {
+                            anyhow::anyhow!("{name}: {err}")
+                        } else {
+                            anyhow::anyhow!("{err}")
+                        }
+                    })
+            })
+            .collect()
     }
 
     /// Checks what types alone cannot.
@@ -126,5 +168,25 @@ mod tests {
             settings.query.scoring.half_life,
             std::time::Duration::from_secs(14 * 86_400)
         );
+        assert!(!settings.residency.eu_only);
+    }
+
+    /// `eu_only` refuses a local lake of unknown location, naming the key, and
+    /// accepts it once its country is declared.
+    #[test]
+    fn eu_only_refuses_an_undeclared_local_lake() {
+        let mut settings = Settings::default();
+        settings.residency.eu_only = true;
+        settings.residency.broker_region = Some("DE".into());
+        settings.query.lake = "/srv/spur/lake".into();
+        let message = settings.residency().expect_err("undeclared").to_string();
+        assert!(
+            message.starts_with("processor.lake: residency.eu_only is set"),
+            "{message}"
+        );
+        settings.residency.lake_region = Some("DE".into());
+        let found = settings.residency().expect("declared");
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[1].0, "query.lake");
     }
 }

@@ -2,6 +2,9 @@
 //! share one path ([`App::ingest`]): the site and origin checks, the consent
 //! resolution, the geo lookup after which the IP is dropped, validation, delivery and
 //! the accounting. Refusals are [`Rejection`]s, mapped to HTTP in [`crate::reply`].
+//! `/v1/unsubscribe` (RFC 8058 one-click unsubscribe, [`crate::unsubscribe`]) produces
+//! through the same sink with the same guarantee: 200 only once the broker
+//! acknowledged.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,8 +23,8 @@ use spur_schemas::wire::{Batch, ConsentFlags};
 
 use crate::agent::AgentClassifier;
 use crate::clock::ClockRules;
-use crate::config::Config;
-use crate::error::Result;
+use crate::config::{Config, MIN_UNSUBSCRIBE_KEY_BYTES};
+use crate::error::{Error, Result};
 use crate::geo::{DatacenterLookup, GeoLookup};
 use crate::ingest::{self, Context, Item};
 use crate::metrics::{Metrics, UNKNOWN_SITE};
@@ -31,7 +34,7 @@ use crate::sink::{SendFailure, Sink};
 use crate::sites::{Site, Sites};
 use crate::tracker::Tracker;
 use crate::validate::{self, Rules};
-use crate::{client_ip, compat};
+use crate::{client_ip, compat, unsubscribe};
 
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
@@ -73,6 +76,16 @@ fn header(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> 
 
 impl App {
     pub fn new(config: Config, kafka: &KafkaSettings) -> Result<Self> {
+        if config
+            .privacy
+            .unsubscribe_key
+            .as_ref()
+            .is_some_and(|key| key.expose().len() < MIN_UNSUBSCRIBE_KEY_BYTES)
+        {
+            return Err(Error::Config(format!(
+                "collector.privacy.unsubscribe_key must be at least {MIN_UNSUBSCRIBE_KEY_BYTES} bytes (e.g. openssl rand -hex 32)"
+            )));
+        }
         let sites = Sites::new(&config.sites)?;
         let geo = GeoLookup::open(config.geoip.as_deref())?;
         let datacenters =
@@ -143,6 +156,7 @@ impl App {
             ("/v1/batch" | "/api/event", Method::OPTIONS) => {
                 ("preflight", self.preflight(req.headers()))
             }
+            ("/v1/unsubscribe", method) => ("unsubscribe", self.unsubscribe(method, req).await),
             ("/p.gif", _) if get => ("pixel", self.pixel(peer, req).await),
             ("/spur.js", _) if get => ("tracker", Ok(self.tracker.serve(req.headers()))),
             ("/livez", _) if get => (
@@ -290,6 +304,64 @@ impl App {
             StatusCode::OK,
             "image/gif",
             Bytes::from_static(compat::GIF),
+        ))
+    }
+
+    /// `POST /v1/unsubscribe?token=…` with `List-Unsubscribe=One-Click` (RFC 8058):
+    /// one record withdrawing the marketing purpose of the subject the token names,
+    /// answered 200 once the broker acknowledged it. Every other method is 405 (a link
+    /// scanner's GET must not unsubscribe); without a key, everything is 404.
+    ///
+    /// The client address is not read at all. The event counters (received, accepted,
+    /// dead-lettered, dropped) are per site and this record has none: the endpoint is
+    /// counted only in `spur_collector_requests_total{endpoint="unsubscribe"}`.
+    async fn unsubscribe<B>(
+        &self,
+        method: Method,
+        req: Request<B>,
+    ) -> Result<Response<Body>, Rejection>
+    where
+        B: hyper::body::Body + Unpin,
+        B::Data: Into<Bytes>,
+    {
+        let Some(key) = &self.config.privacy.unsubscribe_key else {
+            return Err(Rejection::UnsubscribeDisabled);
+        };
+        if method != Method::POST {
+            return Err(Rejection::OneClickOnly);
+        }
+        let subject = unsubscribe::token_param(req.uri().query())
+            .and_then(|token| spur_schemas::unsubscribe::verify(key.expose().as_bytes(), &token))
+            .ok_or(Rejection::InvalidToken)?;
+        let (parts, body) = req.into_parts();
+        let declared = header(&parts.headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
+        let body = reply::read_body(
+            body,
+            declared,
+            unsubscribe::MAX_BODY_BYTES,
+            self.config.limits.body_read_timeout,
+        )
+        .await?;
+        unsubscribe::check_body(header(&parts.headers, header::CONTENT_TYPE), &body)
+            .map_err(Rejection::NotOneClick)?;
+        let retry_after = self.config.delivery.retry_after;
+        if !self.sink.is_up() {
+            return Err(Rejection::BrokerUnavailable { retry_after });
+        }
+        let record = unsubscribe::withdrawal(subject, now_ms());
+        let outgoing = Item::Event(Box::new(record)).to_outgoing();
+        let results = self.sink.send_all(std::slice::from_ref(&outgoing)).await;
+        if results.iter().any(Result::is_err) {
+            let queue_full = results.iter().any(|r| r == &Err(SendFailure::QueueFull));
+            tracing::warn!(queue_full, "unsubscribe not acknowledged by the broker");
+            return Err(Rejection::NotAcknowledged {
+                accepted: 0,
+                retry_after,
+            });
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "unsubscribed": true }),
         ))
     }
 

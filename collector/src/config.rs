@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use spur_schemas::Secret;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -99,7 +100,17 @@ pub struct PrivacyConfig {
     /// day keeps ids stable. The file is overwritten at each rotation, which destroys
     /// the old salt. Without it the salt lives in memory only.
     pub salt_dir: Option<PathBuf>,
+    /// The key of one-click unsubscribe tokens (RFC 8058, `POST /v1/unsubscribe`; see
+    /// `spur_schemas::unsubscribe`): at least [`MIN_UNSUBSCRIBE_KEY_BYTES`] bytes,
+    /// e.g. `openssl rand -hex 32`, shared with whatever mints the links put into
+    /// e-mails. Its UTF-8 bytes are the HMAC key. Without it the endpoint answers 404
+    /// `unsubscribe_disabled`. Changing it invalidates every link already sent.
+    pub unsubscribe_key: Option<Secret>,
 }
+
+/// The shortest accepted `unsubscribe_key`, bytes: a guessable key would let anyone
+/// unsubscribe anyone.
+pub const MIN_UNSUBSCRIBE_KEY_BYTES: usize = 32;
 
 impl Default for PrivacyConfig {
     fn default() -> Self {
@@ -107,6 +118,7 @@ impl Default for PrivacyConfig {
             dnt: DntPolicy::default(),
             allowed_query_params: vec!["utm_*".to_owned(), "ref".to_owned()],
             salt_dir: None,
+            unsubscribe_key: None,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! Map: [`server`] runs the loop and [`api`] routes requests; [`ingest`] is the pure
 //! core (consent, visitor id, record assembly) over [`validate`] and [`clock`];
 //! [`geo`], [`agent`], [`salt`] and [`client_ip`] enrich; [`sink`] talks to Kafka;
-//! [`reply`] maps every refusal to HTTP; [`metrics`] keeps the accounting.
+//! [`reply`] maps every refusal to HTTP; [`metrics`] keeps the accounting;
+//! [`unsubscribe`] is the one-click unsubscribe (RFC 8058) of marketing e-mails.
 
 pub mod agent;
 pub mod api;
@@ -23,6 +24,7 @@ pub mod server;
 pub mod sink;
 pub mod sites;
 pub mod tracker;
+pub mod unsubscribe;
 pub mod validate;
 
 pub use config::Config;

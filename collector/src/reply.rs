@@ -38,6 +38,16 @@ pub enum Rejection {
     MethodNotAllowed {
         allow: &'static str,
     },
+    /// `/v1/unsubscribe` without `privacy.unsubscribe_key` configured.
+    UnsubscribeDisabled,
+    /// An unsubscribe token that is missing, malformed or not signed by the key: one
+    /// answer for all, so a client learns nothing about which part was wrong.
+    InvalidToken,
+    /// An unsubscribe POST whose body is not `List-Unsubscribe=One-Click`.
+    NotOneClick(&'static str),
+    /// Any method but POST on `/v1/unsubscribe`: link scanners open links, and opening
+    /// one must not unsubscribe anyone (RFC 8058 §3).
+    OneClickOnly,
 }
 
 impl Rejection {
@@ -47,14 +57,20 @@ impl Rejection {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Rejection::BodyUnreadable | Rejection::Malformed(_) => StatusCode::BAD_REQUEST,
+            Rejection::BodyUnreadable | Rejection::Malformed(_) | Rejection::NotOneClick(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Rejection::UnknownSite | Rejection::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Rejection::UnknownSite | Rejection::OriginNotAllowed | Rejection::InvalidToken => {
+                StatusCode::FORBIDDEN
+            }
             Rejection::BrokerUnavailable { .. } | Rejection::NotAcknowledged { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Rejection::NotFound => StatusCode::NOT_FOUND,
-            Rejection::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::NotFound | Rejection::UnsubscribeDisabled => StatusCode::NOT_FOUND,
+            Rejection::MethodNotAllowed { .. } | Rejection::OneClickOnly => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
         }
     }
 
@@ -96,6 +112,19 @@ impl Rejection {
             Rejection::MethodNotAllowed { .. } => {
                 ("method_not_allowed", "method not allowed here".into())
             }
+            Rejection::UnsubscribeDisabled => (
+                "unsubscribe_disabled",
+                "one-click unsubscribe is not enabled on this collector".into(),
+            ),
+            Rejection::InvalidToken => (
+                "invalid_token",
+                "this unsubscribe link is not valid".into(),
+            ),
+            Rejection::NotOneClick(why) => ("not_one_click", (*why).to_owned()),
+            Rejection::OneClickOnly => (
+                "method_not_allowed",
+                "unsubscribing takes the mail program's one-click unsubscribe (a POST, RFC 8058); opening this link changes nothing".into(),
+            ),
         }
     }
 
@@ -114,6 +143,9 @@ impl Rejection {
             }
             Rejection::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Rejection::OneClickOnly => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
             }
             Rejection::BodyTooLarge { .. } | Rejection::BodyTimeout => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -235,17 +235,21 @@ impl Sink {
     pub async fn ensure_topics(&self, kafka: &KafkaSettings, delivery: &Delivery) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             client_config(kafka).create().map_err(Error::Kafka)?;
+        // Raw records are personal data: the broker deletes them after this.
+        let retention = kafka.events_retention.as_millis().to_string();
         let topics = [
             NewTopic::new(
                 &kafka.topics.events,
                 delivery.topic_partitions,
                 TopicReplication::Fixed(delivery.topic_replication),
-            ),
+            )
+            .set("retention.ms", &retention),
             NewTopic::new(
                 &kafka.topics.dead_letter,
                 delivery.topic_partitions.min(3),
                 TopicReplication::Fixed(delivery.topic_replication),
-            ),
+            )
+            .set("retention.ms", &retention),
         ];
         let options = AdminOptions::new().operation_timeout(Some(delivery.ack_timeout));
         let results = admin

@@ -371,7 +371,11 @@ fn short_name(field: &str, raw: Option<&str>) -> Result<Option<String>, Refusal>
 }
 
 fn evidence(raw: Option<ConsentEvidence>) -> Result<Option<ConsentEvidence>, Refusal> {
-    let Some(e) = raw else { return Ok(None) };
+    let Some(mut e) = raw else { return Ok(None) };
+    // Only the collector says how a decision was made outside the site's own form
+    // (one-click unsubscribe): a website cannot claim it. Ignored, as unknown fields
+    // were before the field existed.
+    e.method = None;
     if e.purposes.iter().any(|p| !PURPOSES.contains(&p.as_str())) {
         return Err(invalid("evidence", "unknown purpose"));
     }
@@ -516,6 +520,23 @@ mod tests {
                 assert_eq!(email, "alice@example.com");
                 assert_eq!(form.as_deref(), Some("newsletter"));
                 assert_eq!(evidence.expect("evidence").purposes, vec!["marketing"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn websites_cannot_claim_a_one_click_unsubscribe() {
+        let ev = check(
+            r#"{"type":"consent","purposes":{"marketing":"withdrawn"},
+                "evidence":{"purposes":["marketing"],"method":"one_click_unsubscribe"}}"#,
+        )
+        .expect("valid");
+        match ev.payload {
+            Payload::Consent { evidence, .. } => {
+                let evidence = evidence.expect("evidence");
+                assert_eq!(evidence.purposes, vec!["marketing"]);
+                assert_eq!(evidence.method, None);
             }
             other => panic!("unexpected {other:?}"),
         }

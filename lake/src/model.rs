@@ -2,7 +2,9 @@
 //! event (table `events`) and one [`SessionRow`] per closed session (table
 //! `sessions`); interest scoring writes one [`ScoreRow`] per subject, topic and run
 //! (table `scores`); segment evaluation one [`SegmentChangeRow`] per entry or exit
-//! (table `segment_changes`). Every identifier in them is a keyed pseudonym; there is no IP
+//! (table `segment_changes`); the consent and identity ledger one [`LedgerRow`] per
+//! entry (table `ledger`); erasure requests one [`ErasureRow`] per step (table
+//! `erasures`). Every identifier in them is a keyed pseudonym; there is no IP
 //! address, raw visitor id or e-mail address.
 //! The column documentation lives in `docs/lake.md`; the Arrow schemas in
 //! [`crate::lake::schema`] follow these structs field by field.
@@ -128,6 +130,66 @@ pub struct SegmentChangeRow {
     pub reason: String,
     /// When the evaluation that decided it ran, ms since the epoch.
     pub at: i64,
+    /// UTC date of `at`, `YYYY-MM-DD`: the partition column.
+    pub dt: String,
+}
+
+/// One entry of the consent and identity ledger (table `ledger`): a grant, withdrawal,
+/// confirmation or unsubscribe of a purpose, or a link between a visitor and a person
+/// (made, refused or undone). Append-only and hash-chained: `digest` covers the
+/// entry's content, `chain` = SHA-256(previous `chain` ‖ `digest`). An erasure
+/// redacts an entry (content set to NULL, `erased` true) and keeps `digest` and
+/// `chain`, so the chain still verifies. The rules: the query layer's `privacy`
+/// module.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerRow {
+    /// Position in the chain, from 1, without gaps.
+    pub seq: i64,
+    /// When the decision was made (the source event's time), ms since the epoch.
+    pub at: i64,
+    /// When the entry was written, ms since the epoch.
+    pub recorded_at: i64,
+    /// `grant`, `withdraw`, `confirm`, `unsubscribe`, `link`, `link_refused`, `unlink`.
+    pub kind: String,
+    /// `analytics` or `marketing` for consent entries; NULL for link entries.
+    pub purpose: Option<String>,
+    /// The person: the e-mail pseudonym, when known.
+    pub subject_id: Option<String>,
+    /// The browser's visitor id the entry came from or links.
+    pub visitor_id: Option<String>,
+    pub site_id: Option<String>,
+    /// The event the entry was derived from; NULL for operator entries.
+    pub event_id: Option<String>,
+    /// The proof, JSON: text or text id, policy version/URL, source page, form, method.
+    pub evidence: Option<String>,
+    /// Why a link was refused or undone.
+    pub reason: Option<String>,
+    /// SHA-256 of the entry's content (hex).
+    pub digest: String,
+    /// SHA-256 of the previous entry's `chain` and this `digest` (hex).
+    pub chain: String,
+    /// Redacted by an erasure: content fields are NULL, `digest` and `chain` remain.
+    pub erased: bool,
+    /// UTC date of `recorded_at`, `YYYY-MM-DD`: the partition column.
+    pub dt: String,
+}
+
+/// One step of an erasure request (table `erasures`): `requested` (what will be
+/// erased, as digests), then `completed` with the receipt. What remains of an erased
+/// subject forever is this: SHA-256 digests of its pseudonyms (needed to keep its
+/// future events out), never the pseudonyms or the e-mail address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErasureRow {
+    /// `era_` + 128 random bits, hex.
+    pub erasure_id: String,
+    /// `requested` or `completed`.
+    pub status: String,
+    /// When this step was written, ms since the epoch.
+    pub at: i64,
+    /// SHA-256 (hex) of every pseudonym erased: the subject's and its visitors'.
+    pub digests: Vec<String>,
+    /// `completed`: the receipt, JSON.
+    pub receipt: Option<String>,
     /// UTC date of `at`, `YYYY-MM-DD`: the partition column.
     pub dt: String,
 }

@@ -21,7 +21,7 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef,
 use datafusion::arrow::error::ArrowError;
 
 use crate::error::Result;
-use crate::model::{EventRow, ScoreRow, SegmentChangeRow, SessionRow};
+use crate::model::{ErasureRow, EventRow, LedgerRow, ScoreRow, SegmentChangeRow, SessionRow};
 
 /// The partition column of every table.
 pub const PARTITION_COLUMN: &str = "dt";
@@ -134,6 +134,48 @@ static SEGMENT_CHANGES: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8(PARTITION_COLUMN),
     ]))
 });
+
+static LEDGER: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let utf8 = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        Field::new("seq", DataType::Int64, false),
+        Field::new("at", timestamp(), false),
+        Field::new("recorded_at", timestamp(), false),
+        utf8("kind", false),
+        utf8("purpose", true),
+        utf8("subject_id", true),
+        utf8("visitor_id", true),
+        utf8("site_id", true),
+        utf8("event_id", true),
+        utf8("evidence", true),
+        utf8("reason", true),
+        utf8("digest", false),
+        utf8("chain", false),
+        Field::new("erased", DataType::Boolean, false),
+        utf8(PARTITION_COLUMN, false),
+    ]))
+});
+
+static ERASURES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("erasure_id", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("at", timestamp(), false),
+        Field::new("digests", DataType::List(topics_element()), false),
+        Field::new("receipt", DataType::Utf8, true),
+        Field::new(PARTITION_COLUMN, DataType::Utf8, false),
+    ]))
+});
+
+/// Schema of table `ledger`: one column per field of [`LedgerRow`].
+pub fn ledger_schema() -> SchemaRef {
+    Arc::clone(&LEDGER)
+}
+
+/// Schema of table `erasures`: one column per field of [`ErasureRow`].
+pub fn erasures_schema() -> SchemaRef {
+    Arc::clone(&ERASURES)
+}
 
 /// Schema of table `events`: one column per field of [`EventRow`].
 pub fn events_schema() -> SchemaRef {
@@ -258,6 +300,41 @@ pub fn segment_changes_batch(rows: &[SegmentChangeRow]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(segment_changes_schema(), columns)?)
 }
 
+/// Converts ledger entries into one record batch with [`ledger_schema`].
+pub fn ledger_batch(rows: &[LedgerRow]) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = vec![
+        int64(rows, |r| Some(r.seq)),
+        micros(rows, "at", |r| r.at)?,
+        micros(rows, "recorded_at", |r| r.recorded_at)?,
+        utf8(rows, |r| &r.kind),
+        opt_utf8(rows, |r| r.purpose.as_deref()),
+        opt_utf8(rows, |r| r.subject_id.as_deref()),
+        opt_utf8(rows, |r| r.visitor_id.as_deref()),
+        opt_utf8(rows, |r| r.site_id.as_deref()),
+        opt_utf8(rows, |r| r.event_id.as_deref()),
+        opt_utf8(rows, |r| r.evidence.as_deref()),
+        opt_utf8(rows, |r| r.reason.as_deref()),
+        utf8(rows, |r| &r.digest),
+        utf8(rows, |r| &r.chain),
+        boolean(rows, |r| r.erased),
+        utf8(rows, |r| &r.dt),
+    ];
+    Ok(RecordBatch::try_new(ledger_schema(), columns)?)
+}
+
+/// Converts erasure steps into one record batch with [`erasures_schema`].
+pub fn erasures_batch(rows: &[ErasureRow]) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = vec![
+        utf8(rows, |r| &r.erasure_id),
+        utf8(rows, |r| &r.status),
+        micros(rows, "at", |r| r.at)?,
+        string_list(rows, |r| &r.digests),
+        opt_utf8(rows, |r| r.receipt.as_deref()),
+        utf8(rows, |r| &r.dt),
+    ];
+    Ok(RecordBatch::try_new(erasures_schema(), columns)?)
+}
+
 fn utf8<T>(rows: &[T], get: impl Fn(&T) -> &str) -> ArrayRef {
     let bytes = rows.iter().map(|r| get(r).len()).sum();
     let mut builder = StringBuilder::with_capacity(rows.len(), bytes);
@@ -326,11 +403,16 @@ fn micros<T>(rows: &[T], column: &str, get_ms: impl Fn(&T) -> i64) -> Result<Arr
 }
 
 fn topics(rows: &[EventRow]) -> ArrayRef {
+    string_list(rows, |r| &r.topics)
+}
+
+/// A non-null list of non-null strings per row (`topics`, `digests`).
+fn string_list<T>(rows: &[T], get: impl Fn(&T) -> &[String]) -> ArrayRef {
     let mut builder =
         ListBuilder::with_capacity(StringBuilder::new(), rows.len()).with_field(topics_element());
     for row in rows {
-        for topic in &row.topics {
-            builder.values().append_value(topic);
+        for item in get(row) {
+            builder.values().append_value(item);
         }
         builder.append(true);
     }

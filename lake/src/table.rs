@@ -26,7 +26,8 @@ use tracing::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::schema::{
-    PARTITION_COLUMN, events_schema, scores_schema, segment_changes_schema, sessions_schema,
+    PARTITION_COLUMN, erasures_schema, events_schema, ledger_schema, scores_schema,
+    segment_changes_schema, sessions_schema,
 };
 
 /// Rows per Parquet row group: large enough for good compression and few footer
@@ -50,14 +51,22 @@ pub enum TableKind {
     /// `segment_changes`: every entry into and exit from a segment
     /// ([`crate::model::SegmentChangeRow`]), written by segment evaluation.
     SegmentChanges,
+    /// `ledger`: the consent and identity ledger, hash-chained
+    /// ([`crate::model::LedgerRow`]), written by the ledger follower and by operator
+    /// actions (identity splits).
+    Ledger,
+    /// `erasures`: erasure requests and their receipts ([`crate::model::ErasureRow`]).
+    Erasures,
 }
 
 impl TableKind {
-    pub const ALL: [TableKind; 4] = [
+    pub const ALL: [TableKind; 6] = [
         TableKind::Events,
         TableKind::Sessions,
         TableKind::Scores,
         TableKind::SegmentChanges,
+        TableKind::Ledger,
+        TableKind::Erasures,
     ];
 
     /// Position in [`TableKind::ALL`].
@@ -72,6 +81,8 @@ impl TableKind {
             TableKind::Sessions => "sessions",
             TableKind::Scores => "scores",
             TableKind::SegmentChanges => "segment_changes",
+            TableKind::Ledger => "ledger",
+            TableKind::Erasures => "erasures",
         }
     }
 
@@ -82,6 +93,8 @@ impl TableKind {
             TableKind::Sessions => sessions_schema(),
             TableKind::Scores => scores_schema(),
             TableKind::SegmentChanges => segment_changes_schema(),
+            TableKind::Ledger => ledger_schema(),
+            TableKind::Erasures => erasures_schema(),
         }
     }
 
@@ -91,20 +104,28 @@ impl TableKind {
             TableKind::Sessions => "Spur: one row per closed session (pseudonymised)",
             TableKind::Scores => "Spur: interest scores per subject and topic, one set per run",
             TableKind::SegmentChanges => "Spur: segment entries and exits, in decision order",
+            TableKind::Ledger => "Spur: consent and identity ledger, hash-chained",
+            TableKind::Erasures => "Spur: erasure requests and receipts",
         }
     }
 
     /// Columns that get min/max statistics in the log. Statistics only help on
     /// columns queries filter or sort by; limiting them keeps every `add` action in
     /// the log small (the default is the first 32 columns, mostly useless here).
+    ///
+    /// No identifier column is listed: min/max statistics are copied into the Delta
+    /// log, and log entries outlive the data files an erasure rewrites; a subject's
+    /// pseudonym must not survive there.
     fn stats_columns(self) -> &'static str {
         match self {
             TableKind::Events => {
                 "event_time,received_at,site_id,event_type,is_bot,kafka_partition,kafka_offset"
             }
             TableKind::Sessions => "start_time,end_time,site_id,is_bot,kafka_partition",
-            TableKind::Scores => "as_of,subject_id,topic,score,last_view",
-            TableKind::SegmentChanges => "seq,segment,subject_id,at",
+            TableKind::Scores => "as_of,topic,score,last_view",
+            TableKind::SegmentChanges => "seq,segment,at",
+            TableKind::Ledger => "seq,at,recorded_at,kind",
+            TableKind::Erasures => "at,status",
         }
     }
 
@@ -194,7 +215,7 @@ impl Lake {
         &self.tables[kind.index()]
     }
 
-    fn table_mut(&mut self, kind: TableKind) -> &mut DeltaTable {
+    pub(crate) fn table_mut(&mut self, kind: TableKind) -> &mut DeltaTable {
         &mut self.tables[kind.index()]
     }
 
@@ -365,7 +386,7 @@ pub fn writer_properties() -> WriterProperties {
         .build()
 }
 
-fn loaded_version(table: &DeltaTable) -> Result<i64> {
+pub(crate) fn loaded_version(table: &DeltaTable) -> Result<i64> {
     let version = table.version().ok_or(DeltaTableError::NotInitialized)?;
     i64::try_from(version).map_err(|_| {
         DeltaTableError::Generic(format!("table version {version} exceeds i64")).into()

@@ -22,7 +22,7 @@
 //! `kill -9` at any point therefore loses nothing and duplicates nothing: what a
 //! commit made visible is never redone, what it did not is redone from Kafka.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -47,7 +47,8 @@ use crate::restore;
 use crate::sessions::Observed;
 use crate::state::PartitionState;
 use crate::transform;
-use spur_lake::{Lake, TableKind, schema};
+use spur_lake::model::EventRow;
+use spur_lake::{Lake, TableKind, id_digest, schema};
 
 /// Where to start reading a partition: a little before its resume point, because some
 /// brokers (tansu 0.6) answer a fetch inside a record batch with the *next* batch; the
@@ -71,6 +72,10 @@ struct Shared {
     fatal: Option<String>,
     /// High watermark per partition, from librdkafka's periodic statistics.
     high: HashMap<i32, i64>,
+    /// Digests of erased pseudonyms (table `erasures`): their events are dropped.
+    erased: HashSet<String>,
+    /// Version of `erasures` that `erased` reflects.
+    erasures_seen: Option<i64>,
 }
 
 /// The consumer context: runs the rebalance protocol against the lake.
@@ -206,6 +211,8 @@ pub fn run_blocking(
         fenced: Vec::new(),
         fatal: None,
         high: HashMap::new(),
+        erased: HashSet::new(),
+        erasures_seen: None,
     }));
     let ctx = Ctx {
         shared: shared.clone(),
@@ -356,7 +363,17 @@ fn process(
             return;
         }
     };
-    let mut row = transform::to_row(record, keys, partition, offset);
+    let row = transform::to_row(record, keys, partition, offset);
+    if is_erased(&shared.erased, &row) {
+        // Erased (GDPR Art. 17): nothing of it is stored again. The offset still
+        // advances with the partition's next commit.
+        metrics::record("erased");
+        return;
+    }
+    let Some(state) = shared.parts.get_mut(&partition) else {
+        return;
+    };
+    let mut row = row;
     let watermark = state.sessions.watermark().max(row.event_time);
     if !state
         .recent
@@ -395,12 +412,47 @@ struct Outputs {
 }
 
 /// Commits everything processed: dead letters, `events`, `sessions`, Kafka offsets.
+/// Whether a row belongs to an erased subject (its visitor id or e-mail pseudonym
+/// has an erased digest).
+fn is_erased(erased: &HashSet<String>, row: &EventRow) -> bool {
+    !erased.is_empty()
+        && (erased.contains(&id_digest(&row.visitor_id))
+            || row
+                .email_hash
+                .as_deref()
+                .is_some_and(|e| erased.contains(&id_digest(e))))
+}
+
 fn flush(
     shared: &mut Shared,
     consumer: &BaseConsumer<Ctx>,
     out: &Outputs,
     dead: &mut Vec<DeadLetter>,
 ) -> Result<()> {
+    // New erasures apply from the next record on; rows of the subject already
+    // buffered are dropped before they are written.
+    let seen = shared.erasures_seen;
+    let update = match out.handle.block_on(shared.lake.erased_since(seen)) {
+        Ok(update) => update,
+        Err(e) => {
+            // Storage trouble shows in the commits below; the last list stays in force.
+            tracing::warn!(error = %e, "reading the erasure list failed");
+            None
+        }
+    };
+    if let Some((version, erased)) = update {
+        shared.erasures_seen = Some(version);
+        shared.erased = erased;
+        if !shared.erased.is_empty() {
+            let erased = &shared.erased;
+            for state in shared.parts.values_mut() {
+                state.rows.retain(|row| !is_erased(erased, row));
+                state
+                    .closed
+                    .retain(|s| !erased.contains(&id_digest(&s.visitor_id)));
+            }
+        }
+    }
     if !dead.is_empty() {
         let sends = dead.iter().map(|dl| {
             let payload = serde_json::to_vec(dl).expect("dead letters serialise");
@@ -557,9 +609,11 @@ fn commit_tables(shared: &mut Shared, out: &Outputs, dirty: &[i32]) -> Result<()
             state.rows.clear();
         }
     }
+    // Sessions still open when their visitor was erased close later: dropped here.
     let closed: Vec<_> = dirty
         .iter()
         .flat_map(|p| shared.parts[p].closed.iter().cloned())
+        .filter(|s| shared.erased.is_empty() || !shared.erased.contains(&id_digest(&s.visitor_id)))
         .collect();
     let mut txns = Vec::new();
     for p in dirty {

@@ -2,7 +2,10 @@
 //! ring comes in, the row goes out; no raw visitor id, e-mail address or IP leaves.
 
 use spur_schemas::ReasonCode;
-use spur_schemas::record::{EventRecord, Payload, SCHEMA_VERSION, TimeFlag, VisitorKind};
+use spur_schemas::identify::link_verdict;
+use spur_schemas::record::{
+    EventRecord, Payload, SCHEMA_VERSION, TimeFlag, VisitorKind, is_subject_id,
+};
 
 use crate::keys::KeyRing;
 use crate::pseudonym;
@@ -16,7 +19,9 @@ pub struct Undecodable {
 }
 
 /// Decodes a record payload. Versions other than [`SCHEMA_VERSION`] are refused
-/// rather than guessed at.
+/// rather than guessed at, and so is a [`VisitorKind::Subject`] visitor whose id is not
+/// a subject id (32 lower-case hex characters): it is stored unchanged, so it must not
+/// be able to carry anything else (an address, a raw id) into the lake.
 pub fn decode(payload: &[u8]) -> Result<EventRecord, Undecodable> {
     let record: EventRecord = serde_json::from_slice(payload).map_err(|e| Undecodable {
         reason: ReasonCode::Undecodable,
@@ -26,6 +31,12 @@ pub fn decode(payload: &[u8]) -> Result<EventRecord, Undecodable> {
         return Err(Undecodable {
             reason: ReasonCode::Undecodable,
             detail: format!("record: schema version {} unknown", record.v),
+        });
+    }
+    if record.visitor.kind == VisitorKind::Subject && !is_subject_id(&record.visitor.id) {
+        return Err(Undecodable {
+            reason: ReasonCode::Undecodable,
+            detail: "record: subject id malformed".into(),
         });
     }
     Ok(record)
@@ -52,6 +63,7 @@ fn kind(k: VisitorKind) -> &'static str {
     match k {
         VisitorKind::Persistent => "persistent",
         VisitorKind::Cookieless => "cookieless",
+        VisitorKind::Subject => "subject",
     }
 }
 
@@ -66,13 +78,15 @@ fn flag(f: TimeFlag) -> &'static str {
 }
 
 /// The row for a record, without its session id (the sessioniser assigns it).
+///
+/// A [`VisitorKind::Subject`] id is already a keyed pseudonym (checked by [`decode`]):
+/// it is stored as it is, with key version 0, so that it matches the subject's
+/// `email_hash` instead of being hashed a second time.
 pub fn to_row(record: EventRecord, keys: &KeyRing, partition: i32, offset: i64) -> EventRow {
-    let (key_version, visitor_id) = pseudonym::visitor(
-        keys,
-        &record.site_id,
-        kind(record.visitor.kind),
-        &record.visitor.id,
-    );
+    let (key_version, visitor_id) = match record.visitor.kind {
+        VisitorKind::Subject => (0, record.visitor.id.clone()),
+        other => pseudonym::visitor(keys, &record.site_id, kind(other), &record.visitor.id),
+    };
     let device = serde_json::to_value(record.agent.device)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -141,8 +155,13 @@ pub fn to_row(record: EventRecord, keys: &KeyRing, partition: i32, offset: i64) 
             form,
             evidence,
         } => {
-            // The address itself stops here: only its keyed pseudonym is stored.
-            row.email_hash = Some(pseudonym::email(keys, &email).1);
+            // The address itself stops here: only its keyed pseudonym is stored, and
+            // only when the form collected the consent that allows the link
+            // (`spur_schemas::identify`); otherwise nothing links the visitor to a
+            // person, and the ledger records the refusal with its reason.
+            if link_verdict(evidence.as_ref(), row.url.as_deref()).is_ok() {
+                row.email_hash = Some(pseudonym::email(keys, &email).1);
+            }
             row.form = form;
             row.consent_evidence = evidence.and_then(|e| serde_json::to_string(&e).ok());
         }
@@ -156,4 +175,141 @@ pub fn to_row(record: EventRecord, keys: &KeyRing, partition: i32, offset: i64) 
         }
     }
     row
+}
+
+#[cfg(test)]
+mod tests {
+    use spur_schemas::record::{Agent, Geo, PrivacySignals, Visitor};
+    use spur_schemas::unsubscribe::UNSUBSCRIBE_METHOD;
+    use spur_schemas::wire::{ConsentAction, ConsentEvidence, ConsentFlags};
+
+    use super::*;
+
+    const SUBJECT: &str = "00112233445566778899aabbccddeeff";
+
+    fn ring() -> KeyRing {
+        KeyRing::from_keys([0x11; 32], [0x22; 32])
+    }
+
+    /// A one-click unsubscribe as the collector produces it.
+    fn withdrawal(kind: VisitorKind, id: &str) -> EventRecord {
+        EventRecord {
+            v: SCHEMA_VERSION,
+            event_id: "e1".into(),
+            site_id: String::new(),
+            received_at: 1_764_426_000_000,
+            event_time: 1_764_426_000_000,
+            client_ts: None,
+            clock_skew_ms: None,
+            time_flags: vec![],
+            visitor: Visitor {
+                kind,
+                id: id.into(),
+            },
+            consent: ConsentFlags::default(),
+            signals: PrivacySignals::default(),
+            geo: Geo::default(),
+            agent: Agent::default(),
+            page: None,
+            payload: Payload::Consent {
+                purposes: [("marketing".to_owned(), ConsentAction::Withdrawn)].into(),
+                evidence: Some(ConsentEvidence {
+                    purposes: vec!["marketing".into()],
+                    method: Some(UNSUBSCRIBE_METHOD.into()),
+                    ..Default::default()
+                }),
+            },
+        }
+    }
+
+    fn encode(record: &EventRecord) -> Vec<u8> {
+        serde_json::to_vec(record).expect("serialise")
+    }
+
+    #[test]
+    fn subject_ids_are_stored_unchanged_with_key_version_0() {
+        let record = decode(&encode(&withdrawal(VisitorKind::Subject, SUBJECT))).expect("decode");
+        let row = to_row(record, &ring(), 2, 40);
+        assert_eq!(row.visitor_id, SUBJECT);
+        assert_eq!(row.visitor_kind, "subject");
+        assert_eq!(row.key_version, 0);
+        assert_eq!(row.site_id, "");
+        assert_eq!(row.event_type, "consent");
+        assert_eq!(
+            row.consent_purposes.as_deref(),
+            Some(r#"{"marketing":"withdrawn"}"#)
+        );
+        let evidence: serde_json::Value =
+            serde_json::from_str(row.consent_evidence.as_deref().expect("evidence")).expect("json");
+        assert_eq!(evidence["method"], UNSUBSCRIBE_METHOD);
+        assert_eq!(evidence["purposes"], serde_json::json!(["marketing"]));
+        assert!(!row.consent_marketing && !row.consent_analytics);
+        assert_eq!(row.url, None);
+    }
+
+    #[test]
+    fn other_kinds_are_still_pseudonymised() {
+        for (kind, name) in [
+            (VisitorKind::Persistent, "persistent"),
+            (VisitorKind::Cookieless, "cookieless"),
+        ] {
+            let row = to_row(withdrawal(kind, SUBJECT), &ring(), 0, 0);
+            assert_eq!(row.visitor_kind, name);
+            assert_eq!(row.key_version, 1);
+            assert_ne!(
+                row.visitor_id, SUBJECT,
+                "{name}: an id must never pass through"
+            );
+            assert_eq!(
+                row.visitor_id,
+                pseudonym::visitor(&ring(), "", name, SUBJECT).1
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_subject_ids_are_undecodable() {
+        for bad in [
+            "",
+            "a@example.com",
+            "00112233445566778899AABBCCDDEEFF",
+            "00112233445566778899aabbccddeef",
+            "00112233445566778899aabbccddeeff00",
+            "00112233445566778899aabbccddeefg",
+            "198.51.100.20",
+        ] {
+            let refused = decode(&encode(&withdrawal(VisitorKind::Subject, bad)));
+            assert_eq!(
+                refused,
+                Err(Undecodable {
+                    reason: ReasonCode::Undecodable,
+                    detail: "record: subject id malformed".into(),
+                }),
+                "{bad:?}"
+            );
+        }
+        // The same ids under another kind are ordinary raw ids: pseudonymised later.
+        assert!(
+            decode(&encode(&withdrawal(
+                VisitorKind::Persistent,
+                "a@example.com"
+            )))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn unknown_versions_are_undecodable() {
+        let mut record = withdrawal(VisitorKind::Subject, SUBJECT);
+        record.v = SCHEMA_VERSION + 1;
+        let refused = decode(&encode(&record)).expect_err("refused");
+        assert_eq!(refused.reason, ReasonCode::Undecodable);
+        assert!(
+            refused.detail.contains("schema version"),
+            "{}",
+            refused.detail
+        );
+        let garbage = decode(b"{not json").expect_err("refused");
+        assert_eq!(garbage.detail, "record: syntax error");
+    }
 }

@@ -44,6 +44,9 @@ pub struct Config {
     /// Segments and their delivery (`[query.segments]`, `spur segments`).
     #[serde(default)]
     pub segments: crate::segments::SegmentsConfig,
+    /// The GDPR admin endpoints (`[query.admin]`, `spur admin`).
+    #[serde(default)]
+    pub admin: crate::privacy::admin::AdminConfig,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             scoring: crate::score::ScoringConfig::default(),
             lifecycle: crate::segments::LifecycleConfig::default(),
             segments: crate::segments::SegmentsConfig::default(),
+            admin: crate::privacy::admin::AdminConfig::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod dispatch;
 mod error;
 pub mod guard;
 pub mod output;
+pub mod privacy;
 pub mod score;
 pub mod segments;
 mod server;

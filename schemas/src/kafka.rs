@@ -60,6 +60,12 @@ pub struct KafkaSettings {
     /// Secret librdkafka properties (`sasl.password`, `ssl.key.password`, ...): kept
     /// apart so that they are redacted whenever the configuration is printed.
     pub secret_properties: BTreeMap<String, Secret>,
+    /// `retention.ms` the collector gives the events and dead-letter topics it
+    /// creates: raw records (identify events carry the e-mail address in clear) are
+    /// deleted by the broker after this. An erasure receipt states it as the time by
+    /// which the last raw copy is gone. Keep it short; the lake is the archive.
+    #[serde(with = "humantime_serde")]
+    pub events_retention: std::time::Duration,
 }
 
 impl KafkaSettings {
@@ -89,6 +95,7 @@ impl Default for KafkaSettings {
             topics: Topics::default(),
             properties: BTreeMap::new(),
             secret_properties: BTreeMap::new(),
+            events_retention: std::time::Duration::from_secs(7 * 86_400),
         }
     }
 }

@@ -1,15 +1,19 @@
 //! Spur's shared vocabulary: the JSON a website sends ([`wire`]), the records the
 //! collector produces to Kafka ([`record`]), dead letters and their reason codes
-//! ([`dead_letter`]), topic names and the shared broker settings ([`kafka`]).
+//! ([`dead_letter`]), topic names and the shared broker settings ([`kafka`]), when an identify event may
+//! link a visitor to a person ([`identify`]), and the
+//! one-click unsubscribe token ([`unsubscribe`]).
 //!
 //! This crate is a leaf: no I/O, no async, no clocks. Every service depends on it and
 //! on nothing else of Spur's, so a format change is made here, once, and versioned by
 //! [`record::SCHEMA_VERSION`].
 
 pub mod dead_letter;
+pub mod identify;
 pub mod kafka;
 pub mod record;
 pub mod secret;
+pub mod unsubscribe;
 pub mod wire;
 
 pub use dead_letter::{DeadLetter, DropReason, ReasonCode};

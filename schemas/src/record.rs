@@ -119,6 +119,22 @@ pub enum VisitorKind {
     /// A keyed hash of a daily salt, site, IP and user agent: changes every day and
     /// cannot be linked across days once the salt is destroyed.
     Cookieless,
+    /// The id is already a subject pseudonym (32 lower-case hex characters, see
+    /// [`is_subject_id`]), used by requests that name a person rather than a browser
+    /// (one-click unsubscribe); the processor stores it unchanged.
+    Subject,
+}
+
+/// Length of a subject id: the 128-bit keyed pseudonym of an e-mail address, in hex.
+pub const SUBJECT_ID_LEN: usize = 32;
+
+/// Whether `id` is a well-formed subject id: exactly [`SUBJECT_ID_LEN`] lower-case
+/// hex characters.
+pub fn is_subject_id(id: &str) -> bool {
+    id.len() == SUBJECT_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Browser privacy signals as received.
@@ -279,6 +295,48 @@ mod tests {
         assert_eq!(json["v"], 1);
         for t in EventType::ALL {
             assert_eq!(EventType::parse(t.as_str()), Some(t));
+        }
+    }
+
+    #[test]
+    fn subject_visitors_and_method_serialise() {
+        let mut record = sample(Payload::Consent {
+            purposes: [("marketing".to_owned(), ConsentAction::Withdrawn)].into(),
+            evidence: Some(ConsentEvidence {
+                purposes: vec!["marketing".into()],
+                method: Some(crate::unsubscribe::UNSUBSCRIBE_METHOD.into()),
+                ..Default::default()
+            }),
+        });
+        record.visitor = Visitor {
+            kind: VisitorKind::Subject,
+            id: "0123456789abcdef0123456789abcdef".into(),
+        };
+        let json = serde_json::to_value(&record).expect("serialise");
+        assert_eq!(json["visitor"]["kind"], "subject");
+        assert_eq!(
+            json["data"]["evidence"]["method"],
+            crate::unsubscribe::UNSUBSCRIBE_METHOD
+        );
+        let back: EventRecord = serde_json::from_value(json).expect("deserialise");
+        assert_eq!(back, record);
+        // Absent method: not serialised at all, so older readers see the same JSON.
+        let plain = serde_json::to_value(ConsentEvidence::default()).expect("serialise");
+        assert!(plain.get("method").is_none(), "{plain}");
+    }
+
+    #[test]
+    fn subject_ids_are_32_lower_case_hex() {
+        assert!(is_subject_id("0123456789abcdef0123456789abcdef"));
+        for bad in [
+            "",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdef0",
+            "0123456789ABCDEF0123456789abcdef",
+            "0123456789abcdef0123456789abcdeg",
+            "0123456789abcdef0123456789abcdé",
+        ] {
+            assert!(!is_subject_id(bad), "{bad:?}");
         }
     }
 }

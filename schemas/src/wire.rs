@@ -104,4 +104,9 @@ pub struct ConsentEvidence {
     /// `true` on the event that confirms a double opt-in (the click in the e-mail).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub confirmation: bool,
+    /// How the decision was made when not through the site's own form, e.g.
+    /// `one_click_unsubscribe` ([`crate::unsubscribe::UNSUBSCRIBE_METHOD`]). Set by the
+    /// collector only: the collector clears it on evidence sent by a website.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
 }

@@ -11,3 +11,4 @@ mod endpoints;
 mod fuzz;
 mod geo;
 mod limits;
+mod unsubscribe;

@@ -17,10 +17,25 @@ async fn events_become_pseudonymised_sessionised_rows() {
         Payload::Identify {
             email: "alice@example.com".into(),
             form: Some("newsletter".into()),
-            evidence: None,
+            evidence: Some(spur_schemas::wire::ConsentEvidence {
+                purposes: vec!["marketing".into()],
+                text_id: Some("newsletter-v1".into()),
+                policy_version: Some("2025-06".into()),
+                ..Default::default()
+            }),
         },
     );
+    records.push(identify.clone());
+    // Without consent evidence (and without a page): no link, so no pseudonym.
+    identify.event_id = "ev-identify-2".into();
     identify.page = None;
+    if let Payload::Identify {
+        evidence, email, ..
+    } = &mut identify.payload
+    {
+        *evidence = None;
+        *email = "bob@example.com".into();
+    }
     records.push(identify);
     let mut bot = record("ev-bot-0001", "visitor-bot", 1, Payload::Pageview);
     bot.agent.bot = Some("crawler:googlebot".into());
@@ -32,16 +47,16 @@ async fn events_become_pseudonymised_sessionised_rows() {
 
     let config = env.config("lake", "g1");
     let lake = config.lake.clone();
-    env.process_until(config, 26).await;
+    env.process_until(config, 27).await;
 
     assert_eq!(
         count(&lake, "SELECT count(*) FROM events").await,
-        26,
-        "24 pageviews + identify + bot, retry collapsed"
+        27,
+        "24 pageviews + 2 identifies + bot, retry collapsed"
     );
     assert_eq!(
         count(&lake, "SELECT count(DISTINCT event_id) FROM events").await,
-        26
+        27
     );
     let pv = rows(
         &lake,
@@ -61,11 +76,17 @@ async fn events_become_pseudonymised_sessionised_rows() {
     assert_eq!(pv["is_bot"], false);
     let ident = &rows(
         &lake,
-        "SELECT email_hash, form FROM events WHERE event_type = 'identify'",
+        "SELECT email_hash, form FROM events WHERE event_id = 'ev-identify-1'",
     )
     .await[0];
     assert_eq!(ident["email_hash"].as_str().map(str::len), Some(32));
     assert_eq!(ident["form"], "newsletter");
+    let refused = &rows(
+        &lake,
+        "SELECT email_hash FROM events WHERE event_id = 'ev-identify-2'",
+    )
+    .await[0];
+    assert!(refused["email_hash"].is_null(), "{refused}");
     assert_eq!(
         count(
             &lake,

@@ -60,9 +60,15 @@ pub struct Change {
     pub segment: String,
     pub subject_id: String,
     pub change: ChangeKind,
-    /// `matched`, `no_longer_matched`, `consent_withdrawn`, `subject_merged`,
-    /// `segment_removed`.
+    /// `matched`, `no_longer_matched`, `consent_withdrawn`, `unsubscribed`,
+    /// `subject_merged`, `segment_removed`.
     pub reason: String,
+    /// The RFC 8058 one-click unsubscribe URL of the subject (for the mail's
+    /// `List-Unsubscribe` header, with `List-Unsubscribe-Post:
+    /// List-Unsubscribe=One-Click`), when `query.segments.unsubscribe_url` is set.
+    /// Deterministic, so a redelivery carries the same body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsubscribe_url: Option<String>,
     /// When the evaluation that decided it ran, ms since the epoch.
     #[serde(skip)]
     pub at_ms: i64,
@@ -91,8 +97,18 @@ impl Change {
             subject_id: subject_id.to_owned(),
             change,
             reason: reason.to_owned(),
+            unsubscribe_url: None,
             at_ms,
         }
+    }
+
+    /// Adds the subject's one-click unsubscribe URL: `base?token=…`, the token binding
+    /// the subject id under `key` (`spur_schemas::unsubscribe`). Anonymous subjects get
+    /// one too; only identified ones can be mailed.
+    pub fn with_unsubscribe(mut self, base: &str, key: &[u8]) -> Change {
+        self.unsubscribe_url = spur_schemas::unsubscribe::token(key, &self.subject_id)
+            .map(|token| format!("{base}?token={token}"));
+        self
     }
 
     /// The JSON body every sink sends (see the module documentation).

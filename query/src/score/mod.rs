@@ -81,6 +81,12 @@ pub fn as_of_ms(text: Option<&str>) -> Result<i64> {
 pub async fn run(config: &Config, as_of_ms: i64) -> Result<RunSummary> {
     let model = Model::new(&config.scoring)?;
     let mut lake = Lake::open(&config.lake).await?;
+    // Subjects come from the identity ledger: bring it up to date first.
+    let now = chrono::Utc::now().timestamp_millis();
+    crate::privacy::Ledger::load(&lake)
+        .await?
+        .step(&mut lake, now)
+        .await?;
     let ctx = lake.session_context().await?;
     let views = load_views(&ctx, as_of_ms, None).await?;
     let scores = model.score(&views, as_of_ms);

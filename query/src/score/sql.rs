@@ -15,23 +15,8 @@ use spur_lake::{Lake, TableKind};
 use super::model::{Score, View};
 use crate::error::{Error, Result};
 
-/// Who a visitor is, for scoring: one row `(visitor_id, subject_id)` per visitor in
-/// `events`. The subject is the e-mail pseudonym (`email_hash`) of the visitor's
-/// latest `identify` event (ties broken by event id), else the visitor id itself.
-///
-/// The one place that defines a subject: the GDPR work replaces it with an identity
-/// table. A relation over `events`, usable as a subquery.
-pub const SUBJECTS_SQL: &str = "
-SELECT v.visitor_id, COALESCE(i.email_hash, v.visitor_id) AS subject_id
-FROM (SELECT DISTINCT visitor_id FROM events) v
-LEFT JOIN (
-    SELECT visitor_id, email_hash,
-           ROW_NUMBER() OVER (
-               PARTITION BY visitor_id ORDER BY event_time DESC, event_id DESC) AS latest
-    FROM events
-    WHERE event_type = 'identify' AND email_hash IS NOT NULL
-) i ON i.visitor_id = v.visitor_id AND i.latest = 1
-";
+/// Who a visitor is: defined with the identity ledger (`crate::privacy`).
+pub use crate::privacy::SUBJECTS_SQL;
 
 /// The views scoring reads: human pageviews with their subject, time in ms, dwell
 /// time, page topics and path.

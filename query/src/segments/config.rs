@@ -21,6 +21,10 @@ pub struct LifecycleConfig {
     /// Stages after `anonymous`, in order: a subject is in the last stage whose rule
     /// holds (an SQL condition over the profile columns), else `anonymous`.
     pub stages: Vec<Stage>,
+    /// Marketing consent counts only once confirmed (double opt-in: the click in the
+    /// confirmation e-mail, sent as evidence with `confirmation: true`). On by
+    /// default; turn off only where single opt-in is lawful for you.
+    pub double_opt_in: bool,
 }
 
 impl Default for LifecycleConfig {
@@ -39,6 +43,7 @@ impl Default for LifecycleConfig {
                     "purchases >= 2 AND last_purchase - first_purchase >= INTERVAL '30 days'",
                 ),
             ],
+            double_opt_in: true,
         }
     }
 }
@@ -76,6 +81,12 @@ pub struct SegmentsConfig {
     pub define: Vec<SegmentDef>,
     /// Webhooks every change is delivered to (signed, Standard Webhooks).
     pub webhooks: Vec<WebhookConfig>,
+    /// The collector's one-click unsubscribe endpoint as mail recipients reach it
+    /// (e.g. `https://t.example.com/v1/unsubscribe`): each change then carries
+    /// `unsubscribe_url` for the mail's `List-Unsubscribe` header.
+    pub unsubscribe_url: Option<String>,
+    /// The key of the links; taken from `collector.privacy.unsubscribe_key` when unset.
+    pub unsubscribe_key: Option<spur_schemas::Secret>,
 }
 
 impl Default for SegmentsConfig {
@@ -90,6 +101,8 @@ impl Default for SegmentsConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9102)),
             define: Vec::new(),
             webhooks: Vec::new(),
+            unsubscribe_url: None,
+            unsubscribe_key: None,
         }
     }
 }
@@ -133,6 +146,11 @@ impl LifecycleConfig {
 
 impl SegmentsConfig {
     pub fn validate(&self) -> Result<()> {
+        if self.unsubscribe_url.is_some() && self.unsubscribe_key.is_none() {
+            return Err(Error::Config(
+                "query.segments.unsubscribe_url needs collector.privacy.unsubscribe_key (the same key the collector verifies with)".into(),
+            ));
+        }
         let mut names = HashSet::new();
         for segment in &self.define {
             if !valid_name(&segment.name) {

@@ -18,8 +18,9 @@
 //! on time change without new events.
 //!
 //! A subject is in a segment when its profile satisfies the segment's condition *and*
-//! it has marketing consent (changes go to the mailing system). Exits say why:
-//! `consent_withdrawn`, `subject_merged` (an anonymous subject that is now part of an
+//! it has valid marketing consent (the consent ledger; changes go to the mailing
+//! system). Erased subjects are dropped without a change. Exits say why:
+//! `unsubscribed` (one-click unsubscribe), `consent_withdrawn`, `subject_merged` (an anonymous subject that is now part of an
 //! identified one), `segment_removed` (no longer configured) or `no_longer_matched`.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -28,13 +29,16 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int32Type};
 use datafusion::prelude::SessionContext;
-use spur_lake::{Lake, TableKind, segment_changes_batch};
+use spur_lake::{Lake, TableKind, id_digest, segment_changes_batch};
 use tracing::{debug, info};
 
 use super::config::{LifecycleConfig, SegmentDef};
 use super::profile::{PROFILES, booleans, int64s, profiles, quote, strings};
 use crate::dispatch::{Change, ChangeKind};
 use crate::error::{Error, Result};
+use crate::privacy::Ledger;
+use crate::privacy::ledger::{new_positions, past_positions};
+use crate::privacy::erase::erased_digests;
 use crate::score::{Model, SUBJECTS_SQL, ScoringConfig};
 
 /// `txn` app id of the engine's position in one partition of the events topic.
@@ -71,6 +75,10 @@ pub struct Engine {
     /// Version of `events` the last successful step looked at: an unchanged table
     /// has no new events, so a step can skip the scan.
     events_seen: Option<i64>,
+    /// The consent and identity ledger, brought up to date before each step.
+    ledger: Ledger,
+    /// Version of `erasures` whose suppression list was applied.
+    erasures_seen: Option<i64>,
 }
 
 impl Engine {
@@ -131,6 +139,8 @@ impl Engine {
             next_seq: last_seq + 1,
             watermarks,
             events_seen: None,
+            ledger: Ledger::load(lake).await?,
+            erasures_seen: None,
         };
         engine.check_conditions(&ctx).await?;
         info!(
@@ -177,15 +187,7 @@ impl Engine {
 
     /// `kafka_offset` beyond the engine's position in the row's partition.
     fn new_rows(&self) -> String {
-        if self.watermarks.is_empty() {
-            return "true".to_owned();
-        }
-        let mut sql = String::from("kafka_offset > CASE kafka_partition");
-        for (partition, offset) in &self.watermarks {
-            sql.push_str(&format!(" WHEN {partition} THEN {offset}"));
-        }
-        sql.push_str(" ELSE -1 END");
-        sql
+        past_positions(&self.watermarks)
     }
 
     /// Evaluates the subjects of events past the position (`full = false`) or every
@@ -194,34 +196,16 @@ impl Engine {
     /// [`Engine::load`] again before the next step (another writer may have
     /// committed).
     pub async fn step(&mut self, lake: &mut Lake, now_ms: i64, full: bool) -> Result<StepSummary> {
-        lake.refresh().await?;
+        // Links and consents first: the profiles below read them.
+        self.ledger.step(lake, now_ms).await?;
+        let erased = self.forget_erased(lake).await?;
         let events_version = lake.version(TableKind::Events)?;
         if !full && self.events_seen == Some(events_version) {
             return Ok(StepSummary::default());
         }
         let ctx = lake.session_context().await?;
         let new_rows = self.new_rows();
-        let mut marks = BTreeMap::new();
-        let mut events = 0u64;
-        for batch in &collect(
-            &ctx,
-            &format!(
-                "SELECT kafka_partition AS p, max(kafka_offset) AS last, count(*) AS n
-                 FROM events WHERE {new_rows} GROUP BY kafka_partition"
-            ),
-        )
-        .await?
-        {
-            let partition = cast(batch.column(0), &DataType::Int32).map_err(arrow)?;
-            let last = int64s(batch, "last")?;
-            let count = int64s(batch, "n")?;
-            for (i, partition) in partition.as_primitive::<Int32Type>().iter().enumerate() {
-                if let Some(partition) = partition {
-                    marks.insert(partition, last[i]);
-                    events += u64::try_from(count[i]).unwrap_or(0);
-                }
-            }
-        }
+        let (marks, events) = new_positions(&ctx, &new_rows).await?;
         if !full && marks.is_empty() {
             self.events_seen = Some(events_version);
             return Ok(StepSummary::default());
@@ -262,6 +246,7 @@ impl Engine {
                 candidates.extend(members.iter().cloned());
             }
         }
+        candidates.retain(|s| !erased.contains(&id_digest(s)));
         let vanished: Vec<String> = candidates
             .iter()
             .filter(|s| !evaluation.contains_key(*s) && self.is_member_anywhere(s))
@@ -285,6 +270,7 @@ impl Engine {
                     (false, true) => decide(&segment.name, subject, ChangeKind::Entered, "matched"),
                     (true, false) => {
                         let reason = match profile {
+                            Some(p) if !p.consent && p.unsubscribed => "unsubscribed",
                             Some(p) if !p.consent => "consent_withdrawn",
                             None if merged.contains(subject) => "subject_merged",
                             _ => "no_longer_matched",
@@ -352,6 +338,26 @@ impl Engine {
         })
     }
 
+    /// Drops erased subjects from the membership without a change (there is nobody
+    /// left to tell about; the erasure removed their history), and returns the
+    /// digests of every erased pseudonym so no change is decided for them.
+    async fn forget_erased(&mut self, lake: &Lake) -> Result<HashSet<String>> {
+        let version = lake.version(TableKind::Erasures)?;
+        if version == 0 {
+            return Ok(HashSet::new());
+        }
+        let ctx = lake.session_context().await?;
+        let erased = erased_digests(&ctx).await?;
+        if self.erasures_seen != Some(version) {
+            for members in self.members.values_mut() {
+                members.retain(|s| !erased.contains(&id_digest(s)));
+            }
+            self.members.retain(|_, m| !m.is_empty());
+            self.erasures_seen = Some(version);
+        }
+        Ok(erased)
+    }
+
     fn is_member_anywhere(&self, subject: &str) -> bool {
         self.members.values().any(|m| m.contains(subject))
     }
@@ -359,7 +365,7 @@ impl Engine {
     /// Every profile's consent and, per configured segment, whether its condition
     /// holds.
     async fn evaluate(&self, ctx: &SessionContext) -> Result<BTreeMap<String, Evaluated>> {
-        let mut sql = String::from("SELECT subject_id, consent_marketing");
+        let mut sql = String::from("SELECT subject_id, consent_marketing, consent_state");
         for (index, segment) in self.segments.iter().enumerate() {
             sql.push_str(&format!(
                 ", COALESCE(({}), false) AS m{index}",
@@ -371,6 +377,7 @@ impl Engine {
         for batch in &collect(ctx, &sql).await? {
             let subjects = strings(batch, "subject_id")?;
             let consent = booleans(batch, "consent_marketing")?;
+            let state = strings(batch, "consent_state")?;
             let matched: Vec<Vec<bool>> = (0..self.segments.len())
                 .map(|index| booleans(batch, &format!("m{index}")))
                 .collect::<Result<_>>()?;
@@ -380,6 +387,7 @@ impl Engine {
                         subject,
                         Evaluated {
                             consent: consent[row],
+                            unsubscribed: state[row].as_deref() == Some("unsubscribed"),
                             matched: matched.iter().map(|m| m[row]).collect(),
                         },
                     );
@@ -394,6 +402,8 @@ impl Engine {
 #[derive(Debug)]
 struct Evaluated {
     consent: bool,
+    /// The consent ended with a one-click unsubscribe.
+    unsubscribed: bool,
     /// Per configured segment, in order.
     matched: Vec<bool>,
 }

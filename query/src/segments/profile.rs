@@ -9,7 +9,8 @@
 //! | `events`, `pageviews`, `sessions` | int | counts (sessions: distinct session ids) |
 //! | `purchases` | int | `custom` events named in `query.lifecycle.purchase_events` |
 //! | `first_purchase`, `last_purchase` | timestamp | NULL without purchases |
-//! | `consent_marketing` | bool | the latest marketing decision (see below), false if none |
+//! | `consent_marketing` | bool | valid marketing consent (see below) |
+//! | `consent_state` | text | `granted`, `pending`, `withdrawn`, `unsubscribed` or `none` |
 //! | `country` | text | of the latest event that had one |
 //! | `interest` | map text→double | interest score per topic (`interest['boots']`, NULL if none) |
 //! | `stage` | text | lifecycle stage: `anonymous` or the last stage whose rule holds |
@@ -18,11 +19,10 @@
 //! all. Analysts get the same relation, without `interest`, as the view `profiles`
 //! (`interest` is in table `scores`).
 //!
-//! **Marketing consent**, until the GDPR consent ledger replaces it: the latest of the
-//! subject's explicit decisions — a `consent` event granting or withdrawing
-//! `marketing`, or an `identify` event whose evidence covers `marketing` (a form that
-//! collected it). Browsing events carry the cookie's state of one device only and do
-//! not count.
+//! **Marketing consent** comes from the consent ledger (`crate::privacy::consent_sql`):
+//! `consent_state` is `granted`, `pending` (double opt-in not confirmed), `withdrawn`,
+//! `unsubscribed` or `none`; `consent_marketing` is `consent_state = 'granted'`.
+//! Browsing events carry the cookie's state of one device only and do not count.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,14 +46,6 @@ pub const PROFILES: &str = "profiles";
 pub(crate) fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
-
-/// The per-event marketing decision: true, false, or NULL (the event decides nothing).
-const MARKETING_DECISION: &str = r#"CASE
-    WHEN e.event_type = 'consent' AND e.consent_purposes LIKE '%"marketing":"withdrawn"%' THEN false
-    WHEN e.event_type = 'consent' AND e.consent_purposes LIKE '%"marketing":"granted"%' THEN true
-    WHEN e.event_type = 'identify'
-         AND split_part(e.consent_evidence, ']', 1) LIKE '{"purposes":[%"marketing"%' THEN true
-END"#;
 
 /// The profile of every subject without `interest`: the view analysts query.
 pub fn profile_sql(lifecycle: &LifecycleConfig) -> String {
@@ -79,6 +71,7 @@ pub(crate) fn purchase_condition(lifecycle: &LifecycleConfig) -> String {
 
 fn base_sql(lifecycle: &LifecycleConfig) -> String {
     let purchase = purchase_condition(lifecycle);
+    let consent = crate::privacy::consent_sql(lifecycle.double_opt_in);
     format!(
         "SELECT s.subject_id AS subject_id,
             bool_or(e.event_type = 'identify' AND e.email_hash IS NOT NULL) AS identified,
@@ -90,12 +83,13 @@ fn base_sql(lifecycle: &LifecycleConfig) -> String {
             count(*) FILTER (WHERE {purchase}) AS purchases,
             min(e.event_time) FILTER (WHERE {purchase}) AS first_purchase,
             max(e.event_time) FILTER (WHERE {purchase}) AS last_purchase,
-            COALESCE(last_value(({MARKETING_DECISION}) ORDER BY e.event_time, e.event_id)
-                FILTER (WHERE ({MARKETING_DECISION}) IS NOT NULL), false) AS consent_marketing,
+            COALESCE(max(c.consent_state), 'none') = 'granted' AS consent_marketing,
+            COALESCE(max(c.consent_state), 'none') AS consent_state,
             last_value(e.country ORDER BY e.event_time, e.event_id)
                 FILTER (WHERE e.country IS NOT NULL) AS country
          FROM events e
          JOIN ({SUBJECTS_SQL}) s ON s.visitor_id = e.visitor_id
+         LEFT JOIN ({consent}) c ON c.subject_id = s.subject_id
          WHERE e.is_bot = false
          GROUP BY s.subject_id"
     )

@@ -156,7 +156,16 @@ pub async fn run(
     for (index, (_, cursor, _)) in webhooks.iter().enumerate() {
         outbox.done(index + 1, cursor.seq());
     }
-    outbox.push(load_changes(&lake, from).await?);
+    let links = |changes: Vec<Change>| -> Vec<Change> {
+        match (&segments.unsubscribe_url, &segments.unsubscribe_key) {
+            (Some(url), Some(key)) => changes
+                .into_iter()
+                .map(|c| c.with_unsubscribe(url, key.expose().as_bytes()))
+                .collect(),
+            _ => changes,
+        }
+    };
+    outbox.push(links(load_changes(&lake, from).await?));
     info!(
         pending = outbox.len(),
         from,
@@ -246,7 +255,7 @@ pub async fn run(
                         "segment changes committed"
                     );
                 }
-                outbox.push(summary.changes);
+                outbox.push(links(summary.changes));
                 metrics.with(|| {
                     metrics::gauge!("spur_segments_outbox_pending").set(outbox.len() as f64);
                 });
@@ -322,6 +331,7 @@ fn read_changes(batch: &RecordBatch, out: &mut Vec<Change>) -> Result<()> {
             subject_id: subjects[row].clone().unwrap_or_default(),
             change: kind,
             reason: reasons[row].clone().unwrap_or_default(),
+            unsubscribe_url: None,
             at_ms: at[row],
         });
     }

@@ -5,8 +5,9 @@
 //! - `segment_members` (`segment`, `subject_id`, `since`): current membership, from
 //!   the latest change per segment and subject;
 //! - `timeline` (`subject_id`, `at`, `kind`, `detail`): per subject, in time order,
-//!   `first_contact`, `identified` (detail: the form), `consent` (the purposes and
-//!   their new state), `purchase` (the event's properties), `segment_entered` and
+//!   `first_contact`, `identified` (a `link` in the ledger; detail: the form),
+//!   `consent` (each ledger entry for a purpose: `grant marketing`, `confirm
+//!   marketing`, `withdraw analytics`, `unsubscribe marketing`, ...), `purchase` (the event's properties), `segment_entered` and
 //!   `segment_exited` (detail: `segment: reason`) — the last two are what the mailing
 //!   system was sent.
 
@@ -32,13 +33,13 @@ fn timeline_sql(lifecycle: &LifecycleConfig) -> String {
             FROM events e JOIN subjects s ON s.visitor_id = e.visitor_id
             WHERE e.is_bot = false GROUP BY s.subject_id
           UNION ALL
-            SELECT s.subject_id, e.event_time, 'identified', e.form
-            FROM events e JOIN subjects s ON s.visitor_id = e.visitor_id
-            WHERE e.event_type = 'identify' AND e.is_bot = false
+            SELECT c.subject_id, c.at, 'identified', regexp_match(c.evidence, '\"form\":\"([^\"]*)\"')[1]
+            FROM ledger c WHERE c.kind = 'link' AND c.erased = false
           UNION ALL
-            SELECT s.subject_id, e.event_time, 'consent', e.consent_purposes
-            FROM events e JOIN subjects s ON s.visitor_id = e.visitor_id
-            WHERE e.event_type = 'consent' AND e.is_bot = false
+            SELECT COALESCE(c.subject_id, s.subject_id, c.visitor_id), c.at, 'consent',
+                   c.kind || ' ' || c.purpose
+            FROM ledger c LEFT JOIN subjects s ON s.visitor_id = c.visitor_id
+            WHERE c.purpose IS NOT NULL AND c.erased = false
           UNION ALL
             SELECT s.subject_id, e.event_time, 'purchase', e.props
             FROM events e JOIN subjects s ON s.visitor_id = e.visitor_id

@@ -368,7 +368,15 @@ async fn changes_reach_topic_and_webhook_once_across_a_crash() -> Result<()> {
     // The second incarnation decided nothing new; the first had produced both changes
     // to Kafka before it crashed, so it produced none and redelivered the exit to the
     // webhook only.
-    let (status, ready) = second.get("/readyz").await?;
+    // Ready once its first evaluation (a full sweep) finished: poll, generously.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (status, ready) = loop {
+        let (status, ready) = second.get("/readyz").await?;
+        if status.contains("200") || tokio::time::Instant::now() > deadline {
+            break (status, ready);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(status.contains("200"), "{status} {ready}");
     let (_, metrics) = second.get("/metrics").await?;
     for (line, expected) in [

@@ -122,6 +122,10 @@ pub fn identify(id: &str, visitor: &str, time: i64, email_hash: &str) -> EventRo
     let mut row = pageview(id, visitor, "s-id", time, "/signup", &[]);
     row.event_type = "identify".into();
     row.email_hash = Some(email_hash.into());
+    // The consent evidence a form must send for the link to count.
+    row.consent_evidence = Some(
+        r#"{"purposes":["analytics"],"text_id":"signup-v1","policy_version":"2025-01"}"#.into(),
+    );
     row
 }
 

@@ -7,6 +7,7 @@ mod cases;
 mod dispatch;
 mod fixture;
 mod limits;
+mod privacy;
 mod readonly;
 mod score;
 mod segments;

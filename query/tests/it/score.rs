@@ -56,6 +56,11 @@ async fn lake_with_rows() -> Result<(tempfile::TempDir, Config)> {
     let mut lake = Lake::open(&root).await?;
     lake.append(TableKind::Events, spur_lake::events_batch(&rows())?, &[])
         .await?;
+    // The identity links, as the ledger follower records them.
+    spur_query::privacy::Ledger::load(&lake)
+        .await?
+        .step(&mut lake, AS_OF)
+        .await?;
     let config = Config {
         lake: root,
         scoring: ScoringConfig {

@@ -57,9 +57,10 @@ pub fn signup(id: &str, visitor: &str, time: i64, email_hash: &str, marketing: b
     let mut row = identify(id, visitor, time, email_hash);
     row.form = Some("newsletter".into());
     row.consent_evidence = Some(if marketing {
-        r#"{"purposes":["analytics","marketing"],"text_id":"newsletter-v2","policy_version":"2025-06"}"#.into()
+        // Sent after the double opt-in click, so the consent is confirmed.
+        r#"{"purposes":["analytics","marketing"],"text_id":"newsletter-v2","policy_version":"2025-06","confirmation":true}"#.into()
     } else {
-        r#"{"purposes":["analytics"],"text_id":"marketing"}"#.into()
+        r#"{"purposes":["analytics"],"text_id":"marketing","policy_version":"2025-06"}"#.into()
     });
     row
 }
@@ -70,6 +71,9 @@ pub fn consent(id: &str, visitor: &str, time: i64, action: &str) -> EventRow {
     row.event_type = "consent".into();
     row.path = None;
     row.consent_purposes = Some(format!(r#"{{"marketing":"{action}"}}"#));
+    // A grant here is a confirmed one (double opt-in completed).
+    row.consent_evidence = (action == "granted")
+        .then(|| r#"{"purposes":["marketing"],"confirmation":true}"#.to_owned());
     row
 }
 
@@ -303,11 +307,13 @@ async fn subjects_enter_and_leave_with_reasons_and_only_with_consent() -> Result
     )
     .await?;
     ensure!(
-        timeline.starts_with("kind,detail\nfirst_contact,\nidentified,newsletter\n"),
+        timeline.starts_with(
+            "kind,detail\nconsent,confirm marketing\nconsent,grant analytics\nfirst_contact,\nidentified,newsletter\n"
+        ),
         "{timeline}"
     );
     for expected in [
-        "consent,\"{\"\"marketing\"\":\"\"withdrawn\"\"}\"",
+        "consent,withdraw marketing",
         "purchase,\"{\"\"order\"\":\"\"o-1\"\",\"\"value\"\":120}\"",
         "segment_entered,boot_fans: matched",
         "segment_exited,boot_fans: consent_withdrawn",

@@ -65,6 +65,7 @@ fn reading(visitor: &str, marketing: bool) -> serde_json::Value {
         serde_json::json!(["analytics"])
     };
     events.push(serde_json::json!({"type": "identify", "id": eid(),
+        "url": "https://shop.example/newsletter",
         "email": format!("{visitor}@example.com"), "form": "newsletter",
         // Sent after the double opt-in click when marketing was asked for.
         "evidence": {"purposes": purposes, "text": "Send me news about boots",
@@ -190,6 +191,7 @@ async fn a_segment_change_reaches_the_topic_within_seconds_of_the_event() {
     post.body = b"List-Unsubscribe=One-Click".to_vec();
     let reply = collector.send(post).await;
     assert_eq!(reply.status, 200, "unsubscribe refused");
+    let unsubscribed = Instant::now();
     let records = tokio::task::spawn_blocking({
         let brokers = brokers.clone();
         move || wait_for_records(&brokers, 4)
@@ -200,6 +202,10 @@ async fn a_segment_change_reaches_the_topic_within_seconds_of_the_event() {
     assert_eq!(records[3]["type"], "segment.exited");
     assert_eq!(records[3]["data"]["reason"], "unsubscribed");
     assert_eq!(records[3]["data"]["subject_id"], alice.as_str());
+    println!(
+        "one-click unsubscribe: collector 200 → segment.exited on {TOPIC} in {:.2} s",
+        unsubscribed.elapsed().as_secs_f64()
+    );
 
     // More reading after the unsubscribe triggers no mailing change, nor does bob's
     // (he never had marketing consent).

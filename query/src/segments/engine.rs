@@ -37,8 +37,8 @@ use super::profile::{PROFILES, booleans, int64s, profiles, quote, strings};
 use crate::dispatch::{Change, ChangeKind};
 use crate::error::{Error, Result};
 use crate::privacy::Ledger;
-use crate::privacy::ledger::{new_positions, past_positions};
 use crate::privacy::erase::erased_digests;
+use crate::privacy::ledger::{new_positions, past_positions};
 use crate::score::{Model, SUBJECTS_SQL, ScoringConfig};
 
 /// `txn` app id of the engine's position in one partition of the events topic.

@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int32Type};
 use datafusion::prelude::SessionContext;
@@ -41,7 +41,9 @@ use spur_schemas::unsubscribe::UNSUBSCRIBE_METHOD;
 use spur_schemas::wire::ConsentEvidence;
 use tracing::{debug, info};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::segments::engine::arrow;
+pub(crate) use crate::segments::engine::collect;
 use crate::segments::profile::{booleans, int64s, quote, strings};
 
 /// `txn` app id of the chain's head (last seq).
@@ -638,19 +640,6 @@ fn kind_name(kind: &str) -> &'static str {
     .into_iter()
     .find(|k| *k == kind)
     .unwrap_or("")
-}
-
-pub(crate) async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
-    ctx.sql(sql)
-        .await
-        .map_err(Error::Query)?
-        .collect()
-        .await
-        .map_err(Error::Query)
-}
-
-fn arrow(error: datafusion::arrow::error::ArrowError) -> Error {
-    Error::Query(error.into())
 }
 
 #[cfg(test)]

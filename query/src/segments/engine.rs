@@ -430,7 +430,8 @@ async fn merged_visitors(ctx: &SessionContext, subjects: &[String]) -> Result<Ha
     Ok(merged)
 }
 
-async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+/// Runs `sql` and collects its batches (query errors as [`Error::Query`]).
+pub(crate) async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     ctx.sql(sql)
         .await
         .map_err(Error::Query)?
@@ -439,6 +440,6 @@ async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
         .map_err(Error::Query)
 }
 
-fn arrow(error: datafusion::arrow::error::ArrowError) -> Error {
+pub(crate) fn arrow(error: datafusion::arrow::error::ArrowError) -> Error {
     Error::Query(error.into())
 }

@@ -57,8 +57,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use spur_keys::KeyRing;
 use spur_lake::{Lake, TableKind};
-use spur_processor::keys::KeyRing;
 use spur_schemas::kafka::{
     HEADER_CONTENT_TYPE, HEADER_SCHEMA, KafkaSettings, TOPIC_DEAD_LETTER, TOPIC_EVENTS, Topics,
     record_key,

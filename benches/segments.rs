@@ -33,10 +33,10 @@ use anyhow::{Context as _, Result, bail};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use spur_audience::score::{Model, ScoringConfig, load_views, write_scores};
+use spur_audience::{Engine, LifecycleConfig, SegmentDef};
 use spur_lake::model::EventRow;
 use spur_lake::{Lake, TableKind};
-use spur_query::score::{Model, ScoringConfig, load_views, write_scores};
-use spur_query::segments::{Engine, LifecycleConfig, SegmentDef};
 
 #[path = "support/proc.rs"]
 mod proc;
@@ -77,12 +77,6 @@ fn env_u64(name: &str, default: u64) -> Result<u64> {
     }
 }
 
-fn date(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d").to_string())
-        .unwrap_or_default()
-}
-
 /// Event `i` of the generated history: deterministic in `i`.
 fn event(i: u64, visitors: u64) -> EventRow {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1));
@@ -119,7 +113,7 @@ fn event(i: u64, visitors: u64) -> EventRow {
         event_type: event_type.into(),
         event_time: time,
         received_at: time + 50,
-        dt: date(time),
+        dt: spur_schemas::time::date(time),
         visitor_id: format!("{:032x}", v.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         visitor_kind: "persistent".into(),
         key_version: 1,
@@ -193,7 +187,7 @@ fn workload_sql(ms: &dyn Fn(&str) -> String) -> String {
         "(CAST(v.next_view_time AS BIGINT) - CAST(v.event_time AS BIGINT)) / 1000",
         &format!("({} - {})", ms("v.next_view_time"), ms("v.event_time")),
     );
-    let subjects = spur_query::score::SUBJECTS_SQL;
+    let subjects = spur_audience::SUBJECTS_SQL;
     let half_life = 14 * DAY;
     format!(
         "WITH pv AS ({pageviews}),

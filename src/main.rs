@@ -1,14 +1,17 @@
-//! The `spur` binary: reads the configuration, installs logging, and runs the
-//! subcommand. Everything else lives in the library crates.
+//! The `spur` binary: reads the configuration, installs logging, starts one tokio
+//! runtime and runs the subcommand. Everything else lives in the library crates.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use spur_lake::Lake;
+use tokio::net::TcpListener;
 
-mod privacy;
-mod residency;
 mod settings;
+
+use settings::{Settings, shutdown_signal};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,7 +34,7 @@ enum Command {
     Collect {
         /// Override `collector.listen`.
         #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
+        listen: Option<SocketAddr>,
     },
     /// Run the processor: Kafka → pseudonymised, sessionised Delta Lake, exactly once.
     Process,
@@ -74,26 +77,26 @@ enum Command {
     ServeSql {
         /// Override `query.listen`.
         #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
+        listen: Option<SocketAddr>,
     },
     /// Keep segment membership current and send each `segment.entered` /
     /// `segment.exited` to the segment-changes topic and the configured webhooks.
     Segments {
-        /// Override `query.segments.listen` (operator endpoints).
+        /// Override `segments.listen` (operator endpoints).
         #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
+        listen: Option<SocketAddr>,
     },
     /// GDPR requests about one subject: access (export), erasure, undoing a merge.
     Subject {
         #[command(subcommand)]
-        command: privacy::SubjectCommand,
+        command: SubjectCommand,
     },
     /// The consent and identity ledger.
     Ledger {
         #[command(subcommand)]
         command: LedgerCommand,
     },
-    /// Serve the authenticated admin endpoints for GDPR requests (`query.admin`).
+    /// Serve the authenticated admin endpoints for GDPR requests (`[admin]`).
     Admin,
     /// Configuration tools.
     Config {
@@ -110,11 +113,14 @@ enum KeysCommand {
     /// until retired.
     Rotate {
         /// `analytics` (visitor pseudonyms) or `identity` (e-mail pseudonyms).
-        purpose: String,
+        purpose: spur_keys::Purpose,
     },
     /// Delete an old key version: pseudonyms made with it can never again be linked
     /// to their input.
-    Retire { purpose: String, version: u32 },
+    Retire {
+        purpose: spur_keys::Purpose,
+        version: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -124,6 +130,33 @@ enum LakeCommand {
     /// Remove rows older than each table's `[retention]` period, physically
     /// (partitions deleted, then their files vacuumed).
     Retention,
+}
+
+#[derive(Subcommand, Debug)]
+enum SubjectCommand {
+    /// Everything held about a subject (GDPR Art. 15): JSON, or `--summary` text.
+    Export {
+        /// The subject id, or the person's e-mail address.
+        subject: String,
+        /// Print the readable summary instead of JSON.
+        #[arg(long)]
+        summary: bool,
+    },
+    /// Erase a subject from every table and file (GDPR Art. 17); prints the receipt.
+    /// Safe to repeat; an interrupted run is resumed.
+    Erase {
+        /// The subject id, or the person's e-mail address.
+        subject: String,
+    },
+    /// Undo a wrong merge: the visitor is no longer this person.
+    Split {
+        subject: String,
+        /// The visitor id to detach.
+        #[arg(long)]
+        visitor: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -141,9 +174,27 @@ enum ConfigCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut settings = settings::Settings::load(cli.config.as_deref())?;
-    settings::init_logging(&settings.log);
-    match cli.command {
+    let settings = Settings::load(cli.config.as_deref())?;
+    settings.log.install();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(settings, cli.command))
+}
+
+async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn run(mut settings: Settings, command: Command) -> anyhow::Result<()> {
+    let root = settings.lake.root.clone();
+    match command {
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -155,71 +206,47 @@ fn main() -> anyhow::Result<()> {
             );
             // As TOML comments, so that the output still parses.
             println!("\n# Residency, as checked at start-up (docs/privacy.md):");
-            for line in residency::summary(settings.residency.eu_only, &residency).lines() {
+            let lakes = [("lake.root".to_owned(), residency)];
+            let summary = spur_gdpr::residency::summary(settings.residency.eu_only, &lakes);
+            for line in summary.lines() {
                 println!("#   {line}");
             }
-            Ok(())
+        }
+        Command::Collect { listen } => {
+            if let Some(listen) = listen {
+                settings.collector.listen = listen;
+            }
+            settings.validate()?;
+            let listener = bind(settings.collector.listen).await?;
+            spur_collector::run(
+                settings.collector,
+                settings.kafka,
+                listener,
+                shutdown_signal(),
+            )
+            .await?;
         }
         Command::Process => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(spur_processor::run(
-                settings.processor,
-                settings.kafka,
-                settings::shutdown_signal(),
-            ))?;
-            Ok(())
+            spur_processor::run(settings.processor, settings.kafka, shutdown_signal()).await?;
         }
-        Command::Keys { command } => {
-            use spur_processor::keys::{KeyRing, Purpose};
-            let dir = &settings.processor.keys_dir;
-            let purpose = |name: &str| match name {
-                "analytics" => Ok(Purpose::Analytics),
-                "identity" => Ok(Purpose::Identity),
-                other => anyhow::bail!("unknown purpose {other:?}: analytics or identity"),
-            };
-            match command {
-                KeysCommand::Init => {
-                    KeyRing::init(dir)?;
-                    println!("keys ready in {}", dir.display());
-                }
-                KeysCommand::Rotate { purpose: name } => {
-                    let version = KeyRing::rotate(dir, purpose(&name)?)?;
-                    println!("{name} key version {version} is now active");
-                }
-                KeysCommand::Retire {
-                    purpose: name,
-                    version,
-                } => {
-                    KeyRing::retire(dir, purpose(&name)?, version)?;
-                    println!("{name} key version {version} deleted");
-                }
-            }
-            Ok(())
-        }
-        Command::Subject { command } => privacy::subject(&settings, command),
-        Command::Ledger {
-            command: LedgerCommand::Verify,
-        } => privacy::verify_ledger(&settings),
-        Command::Admin => privacy::admin(settings),
-        Command::Lake {
-            command: LakeCommand::Retention,
-        } => privacy::retention(&settings, &settings.retention),
+        Command::Keys { command } => keys(&settings.processor.keys_dir, command)?,
         Command::Lake {
             command: LakeCommand::Optimize,
         } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut lake = spur_lake::Lake::open(&settings.processor.lake).await?;
-                for kind in spur_lake::TableKind::ALL {
-                    let summary = lake.optimize(kind).await?;
-                    println!("{kind:?}: {summary:?}");
-                }
-                anyhow::Ok(())
-            })
+            let mut lake = Lake::open(&root).await?;
+            for kind in spur_lake::TableKind::ALL {
+                println!("{kind:?}: {:?}", lake.optimize(kind).await?);
+            }
+        }
+        Command::Lake {
+            command: LakeCommand::Retention,
+        } => {
+            let mut lake = Lake::open(&root).await?;
+            for summary in
+                spur_gdpr::retention::apply(&mut lake, &settings.retention, now_ms()).await?
+            {
+                println!("{}", serde_json::to_string(&summary)?);
+            }
         }
         Command::Sql { sql, file, format } => {
             let sql = match (sql, file) {
@@ -231,103 +258,145 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("reading {}", path.display()))?,
                 (None, None) => anyhow::bail!("give the SQL as an argument or with --file"),
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let catalog = spur_query::Catalog::open(&settings.query).await?;
-                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                spur_query::run_sql(&catalog, &sql, format, &mut out).await?;
-                anyhow::Ok(())
-            })
+            let catalog =
+                spur_query::Catalog::open(&root, &settings.lifecycle, &settings.query).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            spur_query::run_sql(&catalog, &sql, format, &mut out).await?;
         }
         Command::Score {
             as_of,
             explain,
             topic,
         } => {
-            let as_of = spur_query::score::as_of_ms(as_of.as_deref())?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let query = &settings.query;
-                if let Some(subject) = explain {
-                    let parts =
-                        spur_query::score::explain(query, &subject, topic.as_deref(), as_of)
-                            .await?;
-                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                    spur_query::score::write_contributions(&mut out, &parts, &query.scoring)?;
-                } else {
-                    let s = spur_query::score::run(query, as_of).await?;
-                    println!(
-                        "scored {} subjects, {} topics: {} rows from {} views (scores version {:?})",
-                        s.subjects, s.topics, s.rows, s.views, s.version
-                    );
-                }
-                anyhow::Ok(())
-            })
-        }
-        Command::Segments { listen } => {
-            if let Some(listen) = listen {
-                settings.query.segments.listen = listen;
+            use spur_audience::score;
+            let as_of = score::as_of_ms(as_of.as_deref())?;
+            let scoring = &settings.scoring;
+            if let Some(subject) = explain {
+                let parts =
+                    score::explain(&root, scoring, &subject, topic.as_deref(), as_of).await?;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                score::write_contributions(&mut out, &parts, scoring)?;
+            } else {
+                let s = score::run(&root, scoring, as_of).await?;
+                println!(
+                    "scored {} subjects, {} topics: {} rows from {} views (scores version {:?})",
+                    s.subjects, s.topics, s.rows, s.views, s.version
+                );
             }
-            settings.query.validate()?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let listen = settings.query.segments.listen;
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .with_context(|| format!("binding {listen}"))?;
-                spur_query::segments::service::run(
-                    settings.query,
-                    settings.kafka,
-                    listener,
-                    settings::shutdown_signal(),
-                )
-                .await?;
-                anyhow::Ok(())
-            })
         }
         Command::ServeSql { listen } => {
             if let Some(listen) = listen {
                 settings.query.listen = listen;
             }
-            settings.query.validate()?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(settings.query.listen)
-                    .await
-                    .with_context(|| format!("binding {}", settings.query.listen))?;
-                spur_query::serve(settings.query, listener, settings::shutdown_signal()).await?;
-                Ok(())
-            })
+            let query = &settings.query;
+            query.validate()?;
+            settings.lifecycle.validate()?;
+            let listener = bind(query.listen).await?;
+            let catalog = spur_query::Catalog::open(&root, &settings.lifecycle, query).await?;
+            spur_query::serve(
+                std::sync::Arc::new(catalog),
+                query,
+                listener,
+                shutdown_signal(),
+            )
+            .await?;
         }
-        Command::Collect { listen } => {
+        Command::Segments { listen } => {
             if let Some(listen) = listen {
-                settings.collector.listen = listen;
+                settings.segments.listen = listen;
             }
-            settings.validate()?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(settings.collector.listen)
-                    .await
-                    .with_context(|| format!("binding {}", settings.collector.listen))?;
-                spur_collector::run(
-                    settings.collector,
-                    settings.kafka,
-                    listener,
-                    settings::shutdown_signal(),
-                )
-                .await?;
-                Ok(())
-            })
+            // `run` checks `[segments]`, `[lifecycle]` and `[unsubscribe]` itself.
+            let listener = bind(settings.segments.listen).await?;
+            spur_dispatch::run(
+                settings.dispatch(),
+                settings.kafka,
+                listener,
+                shutdown_signal(),
+            )
+            .await?;
+        }
+        Command::Subject { command } => subject(&settings, command).await?,
+        Command::Ledger {
+            command: LedgerCommand::Verify,
+        } => {
+            let lake = Lake::open(&root).await?;
+            let report = spur_audience::verify(&lake).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if let Some(problem) = report.problem {
+                anyhow::bail!("the consent ledger fails verification: {problem}");
+            }
+        }
+        Command::Admin => {
+            let token = settings.admin.token()?;
+            let listener = bind(settings.admin.listen).await?;
+            let admin = std::sync::Arc::new(spur_gdpr::admin::Admin {
+                lake: tokio::sync::Mutex::new(Lake::open(&root).await?),
+                token,
+                resolve: spur_gdpr::subject::resolver(&settings.processor.keys_dir),
+                erase: erase_options(&settings),
+            });
+            spur_gdpr::admin::serve(listener, admin, shutdown_signal()).await?;
         }
     }
+    Ok(())
+}
+
+fn keys(dir: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
+    use spur_keys::KeyRing;
+    match command {
+        KeysCommand::Init => {
+            KeyRing::init(dir)?;
+            println!("keys ready in {}", dir.display());
+        }
+        KeysCommand::Rotate { purpose } => {
+            let version = KeyRing::rotate(dir, purpose)?;
+            println!("{purpose} key version {version} is now active");
+        }
+        KeysCommand::Retire { purpose, version } => {
+            KeyRing::retire(dir, purpose, version)?;
+            println!("{purpose} key version {version} deleted");
+        }
+    }
+    Ok(())
+}
+
+fn erase_options(settings: &Settings) -> spur_gdpr::EraseOptions {
+    spur_gdpr::subject::erase_options(
+        settings.segments.state_dir.clone(),
+        &settings.kafka,
+        now_ms(),
+    )
+}
+
+async fn subject(settings: &Settings, command: SubjectCommand) -> anyhow::Result<()> {
+    let resolve = spur_gdpr::subject::resolver(&settings.processor.keys_dir);
+    let mut lake = Lake::open(&settings.lake.root).await?;
+    match command {
+        SubjectCommand::Export { subject, summary } => {
+            let id = resolve(&subject).map_err(anyhow::Error::msg)?;
+            let export = spur_gdpr::export(&lake, &id, now_ms()).await?;
+            if summary {
+                print!("{}", export.summary());
+            } else {
+                println!("{}", serde_json::to_string_pretty(&export.to_json())?);
+            }
+        }
+        SubjectCommand::Erase { subject } => {
+            let id = resolve(&subject).map_err(anyhow::Error::msg)?;
+            let receipt =
+                spur_gdpr::erase(&mut lake, &id, now_ms(), &erase_options(settings)).await?;
+            println!("{}", serde_json::to_string_pretty(&receipt)?);
+        }
+        SubjectCommand::Split {
+            subject,
+            visitor,
+            reason,
+        } => {
+            let id = resolve(&subject).map_err(anyhow::Error::msg)?;
+            let out =
+                spur_gdpr::admin::split(&mut lake, &id, Some(visitor), reason, now_ms()).await?;
+            println!("{out}");
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,10 @@
-//! The whole configuration file: one table per service plus the shared `[kafka]` and
-//! `[log]` tables. Loaded from TOML, overridden by `SPUR_<SECTION>__<KEY>` environment
-//! variables; unknown keys are errors.
+//! The whole configuration file: one table per concern, owned by the crate that
+//! uses it (`[kafka]` and `[unsubscribe]` by `spur-schemas`, `[lake]` by
+//! `spur-lake`, `[scoring]` and `[lifecycle]` by `spur-audience`, `[segments]` by
+//! `spur-dispatch`, `[admin]`, `[retention]` and `[residency]` by `spur-gdpr`, `[log]`
+//! by `spur-telemetry`, one table per service). Loaded from TOML, overridden by
+//! `SPUR_<SECTION>__<KEY>` environment variables; unknown keys are errors, and keys
+//! that moved are refused with the name of their new home.
 
 use std::path::Path;
 
@@ -8,38 +12,47 @@ use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use spur_audience::{LifecycleConfig, ScoringConfig};
+use spur_dispatch::SegmentsConfig;
+use spur_gdpr::residency::{self, Residency, ResidencySettings};
+use spur_gdpr::{AdminConfig, RetentionConfig};
+use spur_lake::LakeConfig;
 use spur_schemas::kafka::KafkaSettings;
+use spur_schemas::unsubscribe::UnsubscribeConfig;
+use spur_telemetry::LogConfig;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub kafka: KafkaSettings,
+    pub lake: LakeConfig,
+    pub unsubscribe: UnsubscribeConfig,
     pub collector: spur_collector::Config,
     pub processor: spur_processor::Config,
     pub query: spur_query::Config,
-    pub log: LogSettings,
-    pub residency: crate::residency::ResidencySettings,
-    pub retention: crate::privacy::RetentionSettings,
+    pub scoring: ScoringConfig,
+    pub lifecycle: LifecycleConfig,
+    pub segments: SegmentsConfig,
+    pub admin: AdminConfig,
+    pub retention: RetentionConfig,
+    pub residency: ResidencySettings,
+    pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogSettings {
-    /// `tracing` filter directives, e.g. `info,spur_collector=debug`. `RUST_LOG` wins.
-    pub filter: String,
-    /// `text` or `json`.
-    pub format: String,
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        Self {
-            // delta-rs' kernel logs every snapshot at info.
-            filter: "info,buoyant_kernel=warn,deltalake_core=warn".into(),
-            format: "text".into(),
-        }
-    }
-}
+/// Keys of earlier versions and where they live now. A file (or an environment
+/// variable) that still sets one is refused with this pointer rather than ignored
+/// or half-applied.
+const MOVED: [(&str, &str); 9] = [
+    ("processor.lake", "lake.root"),
+    ("query.lake", "lake.root"),
+    ("query.scoring", "[scoring]"),
+    ("query.lifecycle", "[lifecycle]"),
+    ("query.segments", "[segments]"),
+    ("query.admin", "[admin]"),
+    ("collector.privacy.unsubscribe_key", "unsubscribe.key"),
+    ("segments.unsubscribe_key", "unsubscribe.key"),
+    ("segments.unsubscribe_url", "unsubscribe.url"),
+];
 
 impl Settings {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
@@ -59,47 +72,38 @@ impl Settings {
                 .filter(|key| key.as_str().contains("__"))
                 .split("__"),
         );
-        let mut settings: Settings = figment.extract().context("invalid configuration")?;
-        // One secret signs and verifies the one-click unsubscribe links.
-        if settings.query.segments.unsubscribe_key.is_none() {
-            settings
-                .query
-                .segments
-                .unsubscribe_key
-                .clone_from(&settings.collector.privacy.unsubscribe_key);
+        for (old, new) in MOVED {
+            anyhow::ensure!(
+                figment.find_value(old).is_err(),
+                "invalid configuration: {old} has moved to {new}"
+            );
         }
+        let mut settings: Settings = figment.extract().context("invalid configuration")?;
+        // `[lake]` and `[unsubscribe]` are shared: each service that needs them gets
+        // them from here when it starts (their fields are not part of its own table).
+        settings.processor.lake.clone_from(&settings.lake.root);
+        settings
+            .collector
+            .unsubscribe
+            .clone_from(&settings.unsubscribe);
         // Refused at start-up, whatever the subcommand.
         settings.residency()?;
         Ok(settings)
     }
 
-    /// Where each lake root (`processor.lake`, and `query.lake` when it is another
-    /// root) and the brokers live: src/residency.rs. An error when the configuration
-    /// contradicts itself, or `residency.eu_only` is set and a place is not known to
-    /// be in the EU/EEA. The lake's storage options are the `AWS_*` environment
-    /// variables delta-rs reads (the configuration has no storage-option keys).
-    pub fn residency(&self) -> anyhow::Result<Vec<(String, crate::residency::Residency)>> {
-        let options = crate::residency::lake_storage_options_from_env();
-        let (processor, query) = (self.processor.lake.as_str(), self.query.lake.as_str());
-        let lakes = if processor.trim_end_matches('/') == query.trim_end_matches('/') {
-            vec![("processor.lake and query.lake", processor)]
-        } else {
-            vec![("processor.lake", processor), ("query.lake", query)]
-        };
-        lakes
-            .into_iter()
-            .map(|(name, root)| {
-                crate::residency::check(&self.residency, root, &options)
-                    .map(|found| (name.to_owned(), found))
-                    .map_err(|err| {
-                        if err.is_about_the_lake() {
-                            anyhow::anyhow!("{name}: {err}")
-                        } else {
-                            anyhow::anyhow!("{err}")
-                        }
-                    })
-            })
-            .collect()
+    /// Where the lake and the brokers live (`spur_gdpr::residency`). An error when
+    /// the configuration contradicts itself, or `residency.eu_only` is set and a
+    /// place is not known to be in the EU/EEA. The lake's storage options are the
+    /// `AWS_*` environment variables delta-rs reads.
+    pub fn residency(&self) -> anyhow::Result<Residency> {
+        let options = residency::lake_storage_options_from_env();
+        residency::check(&self.residency, &self.lake.root, &options).map_err(|err| {
+            if err.is_about_the_lake() {
+                anyhow::anyhow!("lake.root: {err}")
+            } else {
+                anyhow::anyhow!("{err}")
+            }
+        })
     }
 
     /// Checks what types alone cannot.
@@ -109,25 +113,24 @@ impl Settings {
             !self.kafka.brokers.trim().is_empty(),
             "kafka.brokers is empty"
         );
+        anyhow::ensure!(!self.lake.root.trim().is_empty(), "lake.root is empty");
+        self.unsubscribe.validate().map_err(anyhow::Error::msg)?;
         self.query.validate()?;
-        anyhow::ensure!(
-            matches!(self.log.format.as_str(), "text" | "json"),
-            "log.format must be text or json"
-        );
+        self.lifecycle.validate()?;
+        self.segments.validate()?;
+        self.log.validate().map_err(anyhow::Error::msg)?;
         Ok(())
     }
-}
 
-pub fn init_logging(log: &LogSettings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if log.format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+    /// What the segment service runs on.
+    pub fn dispatch(&self) -> spur_dispatch::Config {
+        spur_dispatch::Config {
+            lake: self.lake.root.clone(),
+            scoring: self.scoring.clone(),
+            lifecycle: self.lifecycle.clone(),
+            segments: self.segments.clone(),
+            unsubscribe: self.unsubscribe.clone(),
+        }
     }
 }
 
@@ -165,10 +168,11 @@ mod tests {
         let settings = Settings::load(Some(&path)).expect("spur.example.toml loads");
         settings.validate().expect("spur.example.toml validates");
         assert_eq!(
-            settings.query.scoring.half_life,
+            settings.scoring.half_life,
             std::time::Duration::from_secs(14 * 86_400)
         );
         assert!(!settings.residency.eu_only);
+        assert_eq!(settings.processor.lake, settings.lake.root);
     }
 
     /// `eu_only` refuses a local lake of unknown location, naming the key, and
@@ -178,15 +182,44 @@ mod tests {
         let mut settings = Settings::default();
         settings.residency.eu_only = true;
         settings.residency.broker_region = Some("DE".into());
-        settings.query.lake = "/srv/spur/lake".into();
+        settings.lake.root = "/srv/spur/lake".into();
         let message = settings.residency().expect_err("undeclared").to_string();
         assert!(
-            message.starts_with("processor.lake: residency.eu_only is set"),
+            message.starts_with("lake.root: residency.eu_only is set"),
             "{message}"
         );
         settings.residency.lake_region = Some("DE".into());
-        let found = settings.residency().expect("declared");
-        assert_eq!(found.len(), 2);
-        assert_eq!(found[1].0, "query.lake");
+        settings.residency().expect("declared");
+    }
+
+    /// A key that moved is refused with its new name, from a file or the environment.
+    #[test]
+    fn moved_keys_are_refused_with_their_new_home() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (text, old, new) in [
+            (
+                "[processor]\nlake = \"/x\"\n",
+                "processor.lake",
+                "lake.root",
+            ),
+            (
+                "[query.segments]\ninterval = \"1s\"\n",
+                "query.segments",
+                "[segments]",
+            ),
+            (
+                "[collector.privacy]\nunsubscribe_key = \"k\"\n",
+                "collector.privacy.unsubscribe_key",
+                "unsubscribe.key",
+            ),
+        ] {
+            let path = dir.path().join("spur.toml");
+            std::fs::write(&path, text).expect("write");
+            let message = Settings::load(Some(&path)).expect_err(old).to_string();
+            assert_eq!(
+                message,
+                format!("invalid configuration: {old} has moved to {new}")
+            );
+        }
     }
 }

@@ -15,7 +15,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
-use serde_json::value::RawValue;
 use spur_schemas::DropReason;
 use spur_schemas::kafka::KafkaSettings;
 use spur_schemas::record::{Agent, PrivacySignals};
@@ -23,9 +22,10 @@ use spur_schemas::wire::{Batch, ConsentFlags};
 
 use crate::agent::AgentClassifier;
 use crate::clock::ClockRules;
-use crate::config::{Config, MIN_UNSUBSCRIBE_KEY_BYTES};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::geo::{DatacenterLookup, GeoLookup};
+use crate::ingest::Envelope;
 use crate::ingest::{self, Context, Item};
 use crate::metrics::{Metrics, UNKNOWN_SITE};
 use crate::reply::{self, Body, Rejection, json_response, text_response};
@@ -53,16 +53,6 @@ pub struct App {
     shutting_down: AtomicBool,
 }
 
-/// The parts of a tracking request the shared path needs.
-#[derive(Debug)]
-pub struct Envelope {
-    pub site: String,
-    pub consent: Option<ConsentFlags>,
-    pub visitor_id: Option<String>,
-    pub sent_at: Option<serde_json::Number>,
-    pub events: Vec<Box<RawValue>>,
-}
-
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -76,16 +66,7 @@ fn header(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> 
 
 impl App {
     pub fn new(config: Config, kafka: &KafkaSettings) -> Result<Self> {
-        if config
-            .privacy
-            .unsubscribe_key
-            .as_ref()
-            .is_some_and(|key| key.expose().len() < MIN_UNSUBSCRIBE_KEY_BYTES)
-        {
-            return Err(Error::Config(format!(
-                "collector.privacy.unsubscribe_key must be at least {MIN_UNSUBSCRIBE_KEY_BYTES} bytes (e.g. openssl rand -hex 32)"
-            )));
-        }
+        config.unsubscribe.validate().map_err(Error::Config)?;
         let sites = Sites::new(&config.sites)?;
         let geo = GeoLookup::open(config.geoip.as_deref())?;
         let datacenters =
@@ -324,7 +305,7 @@ impl App {
         B: hyper::body::Body + Unpin,
         B::Data: Into<Bytes>,
     {
-        let Some(key) = &self.config.privacy.unsubscribe_key else {
+        let Some(key) = &self.config.unsubscribe.key else {
             return Err(Rejection::UnsubscribeDisabled);
         };
         if method != Method::POST {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::api::Envelope;
+use crate::ingest::Envelope;
 use crate::reply::Rejection;
 use crate::sites::Sites;
 

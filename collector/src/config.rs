@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use spur_schemas::Secret;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -18,6 +17,11 @@ pub struct Config {
     /// Registered sites. Events for any other site id are refused.
     pub sites: Vec<SiteConfig>,
     pub privacy: PrivacyConfig,
+    /// The one-click unsubscribe key (`[unsubscribe]`, shared with the segment
+    /// service): not part of `[collector]`; whoever starts the collector hands it
+    /// over. Without a key, `/v1/unsubscribe` answers 404 `unsubscribe_disabled`.
+    #[serde(skip)]
+    pub unsubscribe: spur_schemas::unsubscribe::UnsubscribeConfig,
     pub limits: Limits,
     pub delivery: Delivery,
     /// A MaxMind GeoIP2/GeoLite2 City (or Country) database. Without it, events carry
@@ -53,6 +57,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             sites: Vec::new(),
             privacy: PrivacyConfig::default(),
+            unsubscribe: Default::default(),
             limits: Limits::default(),
             delivery: Delivery::default(),
             geoip: None,
@@ -100,17 +105,7 @@ pub struct PrivacyConfig {
     /// day keeps ids stable. The file is overwritten at each rotation, which destroys
     /// the old salt. Without it the salt lives in memory only.
     pub salt_dir: Option<PathBuf>,
-    /// The key of one-click unsubscribe tokens (RFC 8058, `POST /v1/unsubscribe`; see
-    /// `spur_schemas::unsubscribe`): at least [`MIN_UNSUBSCRIBE_KEY_BYTES`] bytes,
-    /// e.g. `openssl rand -hex 32`, shared with whatever mints the links put into
-    /// e-mails. Its UTF-8 bytes are the HMAC key. Without it the endpoint answers 404
-    /// `unsubscribe_disabled`. Changing it invalidates every link already sent.
-    pub unsubscribe_key: Option<Secret>,
 }
-
-/// The shortest accepted `unsubscribe_key`, bytes: a guessable key would let anyone
-/// unsubscribe anyone.
-pub const MIN_UNSUBSCRIBE_KEY_BYTES: usize = 32;
 
 impl Default for PrivacyConfig {
     fn default() -> Self {
@@ -118,7 +113,6 @@ impl Default for PrivacyConfig {
             dnt: DntPolicy::default(),
             allowed_query_params: vec!["utm_*".to_owned(), "ref".to_owned()],
             salt_dir: None,
-            unsubscribe_key: None,
         }
     }
 }

@@ -19,6 +19,16 @@ use crate::sink::{Dest, Outgoing};
 use crate::sites::Site;
 use crate::validate::{self, Rules};
 
+/// The parts of a tracking request the shared path needs.
+#[derive(Debug)]
+pub struct Envelope {
+    pub site: String,
+    pub consent: Option<ConsentFlags>,
+    pub visitor_id: Option<String>,
+    pub sent_at: Option<serde_json::Number>,
+    pub events: Vec<Box<RawValue>>,
+}
+
 /// The consent in force for a request, or `None` when the request must not be tracked
 /// at all (`DNT: 1` under [`DntPolicy::Drop`]).
 ///

@@ -9,9 +9,6 @@
 use std::time::Duration;
 
 use metrics::{Label, Recorder};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
 use spur_schemas::{DropReason, ReasonCode};
 
 pub const EVENTS_RECEIVED: &str = "spur_collector_events_received_total";
@@ -26,9 +23,13 @@ pub const OPEN_CONNECTIONS: &str = "spur_collector_open_connections";
 /// The label value used for site ids that are not registered.
 pub const UNKNOWN_SITE: &str = "unknown";
 
+/// Buckets of [`REQUEST_DURATION`]: from 0.5 ms, since most requests take a few ms.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 pub struct Metrics {
-    recorder: PrometheusRecorder,
-    handle: PrometheusHandle,
+    inner: spur_telemetry::Metrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -39,18 +40,9 @@ impl std::fmt::Debug for Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Full(REQUEST_DURATION.to_owned()),
-                &[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0,
-                ],
-            )
-            .expect("bucket list is not empty")
-            .build_recorder();
-        let handle = recorder.handle();
-        let metrics = Self { recorder, handle };
+        let metrics = Self {
+            inner: spur_telemetry::Metrics::with_seconds_buckets(REQUEST_BUCKETS),
+        };
         metrics.describe();
         metrics
     }
@@ -58,7 +50,7 @@ impl Default for Metrics {
 
 impl Metrics {
     fn describe(&self) {
-        metrics::with_local_recorder(&self.recorder, || {
+        self.inner.with(|| {
             metrics::describe_counter!(EVENTS_RECEIVED, "Events in decoded request envelopes.");
             metrics::describe_counter!(
                 EVENTS_ACCEPTED,
@@ -89,7 +81,10 @@ impl Metrics {
         }
         let key = metrics::Key::from_parts(name, labels);
         let meta = metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
-        self.recorder.register_counter(&key, &meta).increment(n);
+        self.inner
+            .recorder()
+            .register_counter(&key, &meta)
+            .increment(n);
     }
 
     pub fn received(&self, site: &str, n: u64) {
@@ -133,7 +128,8 @@ impl Metrics {
         let key =
             metrics::Key::from_parts(REQUEST_DURATION, vec![Label::new("endpoint", endpoint)]);
         let meta = metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
-        self.recorder
+        self.inner
+            .recorder()
             .register_histogram(&key, &meta)
             .record(elapsed.as_secs_f64());
     }
@@ -141,7 +137,8 @@ impl Metrics {
     pub fn broker_up(&self, up: bool) {
         let key = metrics::Key::from_name(BROKER_UP);
         let meta = metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
-        self.recorder
+        self.inner
+            .recorder()
             .register_gauge(&key, &meta)
             .set(if up { 1.0 } else { 0.0 });
     }
@@ -149,11 +146,14 @@ impl Metrics {
     pub fn connections(&self, delta: f64) {
         let key = metrics::Key::from_name(OPEN_CONNECTIONS);
         let meta = metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
-        self.recorder.register_gauge(&key, &meta).increment(delta);
+        self.inner
+            .recorder()
+            .register_gauge(&key, &meta)
+            .increment(delta);
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        self.handle.render()
+        self.inner.render()
     }
 }

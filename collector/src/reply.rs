@@ -38,7 +38,7 @@ pub enum Rejection {
     MethodNotAllowed {
         allow: &'static str,
     },
-    /// `/v1/unsubscribe` without `privacy.unsubscribe_key` configured.
+    /// `/v1/unsubscribe` without `unsubscribe.key` configured.
     UnsubscribeDisabled,
     /// An unsubscribe token that is missing, malformed or not signed by the key: one
     /// answer for all, so a client learns nothing about which part was wrong.

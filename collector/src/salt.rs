@@ -162,9 +162,7 @@ fn store(path: &Path, current: &Current) -> Result<()> {
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
+    spur_keys::files::create_private_dir(spur_keys::files::parent(path)).map_err(err)?;
     let body = Zeroizing::new(
         serde_json::to_string(&SaltFile {
             day: current.day,
@@ -172,28 +170,7 @@ fn store(path: &Path, current: &Current) -> Result<()> {
         })
         .expect("salt file serialises"),
     );
-    let tmp = path.with_extension("tmp");
-    write_private(&tmp, body.as_bytes()).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
+    spur_keys::files::replace_private(path, body.as_bytes()).map_err(err)
 }
 
 #[cfg(test)]

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use spur_kafka::{TopicSpec, client_config};
 use spur_schemas::kafka::{HEADER_CONTENT_TYPE, HEADER_SCHEMA, KafkaSettings};
 use spur_schemas::record::SCHEMA_VERSION;
 use tokio::time::Instant;
@@ -96,20 +96,6 @@ impl ClientContext for Quiet {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::debug!(target: "librdkafka", error = %error, reason, "kafka client error");
     }
-}
-
-/// The librdkafka configuration shared by the producer and the admin client: the
-/// user's properties first, then the brokers.
-pub fn client_config(kafka: &KafkaSettings) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    for (k, v) in &kafka.properties {
-        config.set(k, v);
-    }
-    for (k, v) in &kafka.secret_properties {
-        config.set(k, v.expose());
-    }
-    config.set("bootstrap.servers", &kafka.brokers);
-    config
 }
 
 impl Sink {
@@ -231,41 +217,32 @@ impl Sink {
         results
     }
 
-    /// Creates the events and dead-letter topics when missing.
+    /// Creates the events and dead-letter topics when missing. A topic the broker
+    /// refuses is logged, not fatal: it may exist under other permissions.
     pub async fn ensure_topics(&self, kafka: &KafkaSettings, delivery: &Delivery) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            client_config(kafka).create().map_err(Error::Kafka)?;
         // Raw records are personal data: the broker deletes them after this.
-        let retention = kafka.events_retention.as_millis().to_string();
+        let topic = |name, partitions| TopicSpec {
+            name,
+            partitions,
+            replication: delivery.topic_replication,
+            retention: Some(kafka.events_retention),
+        };
         let topics = [
-            NewTopic::new(
-                &kafka.topics.events,
-                delivery.topic_partitions,
-                TopicReplication::Fixed(delivery.topic_replication),
-            )
-            .set("retention.ms", &retention),
-            NewTopic::new(
-                &kafka.topics.dead_letter,
+            topic(kafka.topics.events.as_str(), delivery.topic_partitions),
+            topic(
+                kafka.topics.dead_letter.as_str(),
                 delivery.topic_partitions.min(3),
-                TopicReplication::Fixed(delivery.topic_replication),
-            )
-            .set("retention.ms", &retention),
+            ),
         ];
-        let options = AdminOptions::new().operation_timeout(Some(delivery.ack_timeout));
-        let results = admin
-            .create_topics(&topics, &options)
-            .await
-            .map_err(Error::Kafka)?;
-        for result in results {
-            match result {
-                Ok(topic) => tracing::info!(topic, "created topic"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    tracing::warn!(topic, error = %code, "could not create topic")
-                }
+        match spur_kafka::create_topics(&client_config(kafka), &topics, delivery.ack_timeout).await
+        {
+            Ok(_) => Ok(()),
+            Err(spur_kafka::Error::Kafka(e)) => Err(Error::Kafka(e)),
+            Err(refused) => {
+                tracing::warn!(error = %refused, "could not create topic");
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Probes the broker every `interval` until `stop` resolves, keeping `is_up` and the

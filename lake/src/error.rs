@@ -13,6 +13,10 @@ pub enum Error {
     /// Building or reading Arrow data failed: a bug or a schema mismatch.
     #[error("arrow data error")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// A query result lacks a column the caller reads: a bug (the SQL and the reader
+    /// disagree).
+    #[error("query result has no column {0}")]
+    MissingColumn(String),
     /// A query over the lake failed.
     #[error("lake query failed")]
     Query(#[from] datafusion::error::DataFusionError),

@@ -3,17 +3,24 @@
 //! appends record batches together with source offsets in one atomic commit, reads
 //! those offsets back, compacts small files and hands the tables to DataFusion.
 //!
-//! The processor writes `events` and `sessions`; the query layer reads them and
-//! writes `scores` (interest scores, one commit per scoring run) and
-//! `segment_changes` (segment membership history, the dispatcher's outbox), `ledger`
-//! (consent and identity, hash-chained) and `erasures` (erasure requests and
-//! receipts). Deletes, redactions, vacuum and retention are in `maintenance.rs`. Layout,
-//! columns and the offset convention are documented in `docs/lake.md`. No Kafka and
-//! no HTTP here: this crate is storage only.
+//! The processor writes `events` and `sessions`; the audience crate reads them and
+//! writes `scores` (interest scores, one commit per scoring run), `segment_changes`
+//! (segment membership history, the dispatcher's outbox) and `ledger` (consent and
+//! identity, hash-chained); the GDPR crate writes `erasures` (erasure requests and
+//! receipts). Deletes, redactions, vacuum, retention and the erasure suppression list
+//! are in `maintenance.rs`. Shared by every reader: [`read`] (collect a query, take a
+//! column as Rust values) and [`positions`] (the `txn` app ids and the offsets in the
+//! events topic each writer has covered). Layout, columns and the offset convention
+//! are documented in `docs/lake.md`.
+//!
+//! Must never: talk to Kafka or HTTP, or know a service's rules. Storage only.
 
+mod config;
 pub mod error;
 mod maintenance;
 pub mod model;
+pub mod positions;
+pub mod read;
 pub mod schema;
 mod table;
 pub mod views;
@@ -21,8 +28,9 @@ pub mod views;
 #[cfg(test)]
 mod tests;
 
+pub use config::LakeConfig;
 pub use error::{Error, Result};
-pub use maintenance::{ExpireSummary, RewriteSummary, digest_predicate, id_digest};
+pub use maintenance::{ExpireSummary, RewriteSummary, digest_predicate, erased_digests, id_digest};
 pub use schema::{
     erasures_batch, events_batch, ledger_batch, scores_batch, segment_changes_batch, sessions_batch,
 };

@@ -14,6 +14,8 @@
 
 use datafusion::functions::expr_fn::{encode, sha256};
 use datafusion::prelude::{Expr, col, lit};
+use std::collections::HashSet;
+
 use deltalake::operations::vacuum::VacuumMode;
 use sha2::{Digest as _, Sha256};
 use tracing::info;
@@ -147,7 +149,7 @@ impl Lake {
     pub async fn erased_since(
         &mut self,
         seen: Option<i64>,
-    ) -> Result<Option<(i64, std::collections::HashSet<String>)>> {
+    ) -> Result<Option<(i64, HashSet<String>)>> {
         let table = self.table_mut(TableKind::Erasures);
         table.update_state().await?;
         let version = loaded_version(table)?;
@@ -157,28 +159,25 @@ impl Lake {
         let ctx = datafusion::prelude::SessionContext::new();
         table.update_datafusion_session(&ctx.state())?;
         ctx.register_table("erasures", table.table_provider().await?)?;
-        let batches = ctx
-            .sql("SELECT DISTINCT unnest(digests) AS d FROM erasures WHERE status = 'requested'")
-            .await?
-            .collect()
-            .await?;
-        let mut set = std::collections::HashSet::new();
-        for batch in &batches {
-            let column = datafusion::arrow::compute::cast(
-                batch.column(0),
-                &datafusion::arrow::datatypes::DataType::Utf8,
-            )?;
-            use datafusion::arrow::array::AsArray as _;
-            set.extend(
-                column
-                    .as_string::<i32>()
-                    .iter()
-                    .flatten()
-                    .map(str::to_owned),
-            );
-        }
+        let set = erased_digests(&ctx).await?;
         Ok(Some((version, set)))
     }
+}
+
+/// The suppression list in a session that has table `erasures`: SHA-256 digests
+/// ([`id_digest`]) of every erased pseudonym. The one reader of the list: the
+/// processor, the segment engine and erasure itself use it.
+pub async fn erased_digests(ctx: &datafusion::prelude::SessionContext) -> Result<HashSet<String>> {
+    let mut set = HashSet::new();
+    for batch in &crate::read::collect(
+        ctx,
+        "SELECT DISTINCT unnest(digests) AS d FROM erasures WHERE status = 'requested'",
+    )
+    .await?
+    {
+        set.extend(crate::read::strings(batch, "d")?.into_iter().flatten());
+    }
+    Ok(set)
 }
 
 /// What a [`Lake::expire`] removed.

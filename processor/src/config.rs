@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Root of the Delta tables: a local directory (or `file://…`); object-store
-    /// URIs (`s3://…`) go through the same code.
+    /// Root of the Delta tables (`[lake] root`, shared by every service): not part
+    /// of `[processor]`; whoever starts the processor hands it over.
+    #[serde(skip)]
     pub lake: String,
     /// Directory of the HMAC key files (`spur keys init` creates them).
     pub keys_dir: PathBuf,

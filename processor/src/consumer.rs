@@ -32,7 +32,11 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use spur_keys::KeyRing;
+use spur_lake::model::EventRow;
+use spur_lake::positions::processor_app_id;
+use spur_lake::{Lake, TableKind, id_digest, schema};
 use spur_schemas::dead_letter::DeadLetter;
 use spur_schemas::kafka::KafkaSettings;
 use spur_schemas::record::SCHEMA_VERSION;
@@ -41,14 +45,11 @@ use tokio::runtime::Handle;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::keys::KeyRing;
 use crate::metrics;
 use crate::restore;
 use crate::sessions::Observed;
 use crate::state::PartitionState;
 use crate::transform;
-use spur_lake::model::EventRow;
-use spur_lake::{Lake, TableKind, id_digest, schema};
 
 /// Where to start reading a partition: a little before its resume point, because some
 /// brokers (tansu 0.6) answer a fetch inside a record batch with the *next* batch; the
@@ -57,11 +58,6 @@ fn start_offset(state: &PartitionState, config: &Config) -> Offset {
     state.resume_from().map_or(Offset::Beginning, |r| {
         Offset::Offset((r - i64::from(config.resume_rewind)).max(0))
     })
-}
-
-/// `txn` application ids: one per table and partition, plus the watermark.
-pub fn app_id(table: &str, topic: &str, partition: i32) -> String {
-    format!("spur-processor-{table}-{topic}-{partition}")
 }
 
 struct Shared {
@@ -221,7 +217,7 @@ pub fn run_blocking(
         topic: topic.clone(),
     };
 
-    let mut client = base_config(&kafka);
+    let mut client = spur_kafka::client_config(&kafka);
     client
         .set("group.id", &config.group_id)
         .set(
@@ -240,7 +236,7 @@ pub fn run_blocking(
     let consumer: BaseConsumer<Ctx> = client.create_with_context(ctx)?;
     consumer.subscribe(&[topic.as_str()])?;
     let dead_letters: FutureProducer = {
-        let mut p = base_config(&kafka);
+        let mut p = spur_kafka::client_config(&kafka);
         p.set("acks", "all")
             .set("enable.idempotence", "true")
             .set("client.id", "spur-processor");
@@ -307,18 +303,6 @@ fn gauges(shared: &Shared) {
                 .set((high - next).max(0) as f64);
         }
     }
-}
-
-fn base_config(kafka: &KafkaSettings) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    for (k, v) in &kafka.properties {
-        config.set(k, v);
-    }
-    for (k, v) in &kafka.secret_properties {
-        config.set(k, v.expose());
-    }
-    config.set("bootstrap.servers", &kafka.brokers);
-    config
 }
 
 fn process(
@@ -566,7 +550,7 @@ fn commit_tables(shared: &mut Shared, out: &Outputs, dirty: &[i32]) -> Result<()
     // is discarded rather than written twice.
     let mut dirty = dirty.to_vec();
     for p in dirty.clone() {
-        let app = app_id("events", &out.topic, p);
+        let app = processor_app_id("events", &out.topic, p);
         let in_table = out
             .handle
             .block_on(shared.lake.txn_version(TableKind::Events, &app))?;
@@ -594,7 +578,12 @@ fn commit_tables(shared: &mut Shared, out: &Outputs, dirty: &[i32]) -> Result<()
             .collect();
         let txns: Vec<_> = behind
             .iter()
-            .filter_map(|p| Some((app_id("events", &out.topic, *p), shared.parts[p].processed?)))
+            .filter_map(|p| {
+                Some((
+                    processor_app_id("events", &out.topic, *p),
+                    shared.parts[p].processed?,
+                ))
+            })
             .collect();
         append(
             shared,
@@ -619,13 +608,13 @@ fn commit_tables(shared: &mut Shared, out: &Outputs, dirty: &[i32]) -> Result<()
     for p in dirty {
         let state = &shared.parts[p];
         if let Some(processed) = state.processed {
-            txns.push((app_id("sessions", &out.topic, *p), processed));
+            txns.push((processor_app_id("sessions", &out.topic, *p), processed));
             txns.push((
-                app_id("watermark", &out.topic, *p),
+                processor_app_id("watermark", &out.topic, *p),
                 state.sessions.watermark(),
             ));
             txns.push((
-                app_id("evicted", &out.topic, *p),
+                processor_app_id("evicted", &out.topic, *p),
                 state.sessions.evicted_until(),
             ));
         }
@@ -676,16 +665,14 @@ fn reconcile(shared: &mut Shared, out: &Outputs, dirty: &[i32]) -> Result<()> {
     // The handles may be stale (a commit landed although its answer was lost).
     out.handle.block_on(shared.lake.refresh())?;
     for p in dirty {
-        let events = out.handle.block_on(
-            shared
-                .lake
-                .txn_version(TableKind::Events, &app_id("events", &out.topic, *p)),
-        )?;
-        let sessions = out.handle.block_on(
-            shared
-                .lake
-                .txn_version(TableKind::Sessions, &app_id("sessions", &out.topic, *p)),
-        )?;
+        let events = out.handle.block_on(shared.lake.txn_version(
+            TableKind::Events,
+            &processor_app_id("events", &out.topic, *p),
+        ))?;
+        let sessions = out.handle.block_on(shared.lake.txn_version(
+            TableKind::Sessions,
+            &processor_app_id("sessions", &out.topic, *p),
+        ))?;
         let Some(state) = shared.parts.get_mut(p) else {
             continue;
         };

@@ -1,7 +1,5 @@
 //! The processor's error type. Variants say what the caller must do.
 
-use std::path::PathBuf;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -10,8 +8,8 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A key file is missing, unreadable or malformed: fix it (or run `spur keys init`).
-    #[error("cannot use key file {path}: {reason}")]
-    Keys { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Keys(#[from] spur_keys::Error),
     /// The Delta table could not be read or written. Retry: nothing partial is visible.
     #[error("lake operation failed")]
     Lake(#[from] spur_lake::Error),

@@ -4,7 +4,7 @@
 //!
 //! Map: [`consumer`] runs the loop and the exactly-once protocol; [`restore`] rebuilds
 //! a partition's state from the lake; [`transform`] turns a record into a row;
-//! [`keys`] and [`pseudonym`] are the keyed HMACs per purpose; [`sessions`] is the
+//! the keyed HMACs per purpose are the `spur-keys` crate's; [`sessions`] is the
 //! pure sessioniser; [`state`] what is held per partition. The rows and the Delta
 //! tables are the `spur-lake` crate's.
 
@@ -18,9 +18,7 @@ use spur_telemetry::{Health, Metrics};
 pub mod config;
 pub mod consumer;
 pub mod error;
-pub mod keys;
 pub mod metrics;
-pub mod pseudonym;
 pub mod restore;
 pub mod sessions;
 pub mod state;

@@ -10,14 +10,14 @@
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
+use spur_lake::positions::processor_app_id;
+use spur_lake::{Lake, TableKind};
+use spur_schemas::time::date as date_of;
 
 use crate::config::Config;
-use crate::consumer::app_id;
 use crate::error::Result;
 use crate::sessions::{Observed, SessionRules, Sessioniser};
 use crate::state::{PartitionState, RecentIds};
-use crate::transform::date_of;
-use spur_lake::{Lake, TableKind};
 
 const DAY_MS: i64 = 86_400_000;
 /// Most recent event ids remembered per partition for de-duplication.
@@ -45,16 +45,28 @@ pub async fn load(
     // Another processor may have written this partition until the rebalance.
     lake.refresh().await?;
     let events_done = lake
-        .txn_version(TableKind::Events, &app_id("events", topic, partition))
+        .txn_version(
+            TableKind::Events,
+            &processor_app_id("events", topic, partition),
+        )
         .await?;
     let sessions_done = lake
-        .txn_version(TableKind::Sessions, &app_id("sessions", topic, partition))
+        .txn_version(
+            TableKind::Sessions,
+            &processor_app_id("sessions", topic, partition),
+        )
         .await?;
     let watermark = lake
-        .txn_version(TableKind::Sessions, &app_id("watermark", topic, partition))
+        .txn_version(
+            TableKind::Sessions,
+            &processor_app_id("watermark", topic, partition),
+        )
         .await?;
     let evicted_until = lake
-        .txn_version(TableKind::Sessions, &app_id("evicted", topic, partition))
+        .txn_version(
+            TableKind::Sessions,
+            &processor_app_id("evicted", topic, partition),
+        )
         .await?;
     let window_ms = config.dedupe_window.as_millis() as i64;
     let mut state = PartitionState {

@@ -1,15 +1,14 @@
 //! From a Kafka record to a lake row: decode, pseudonymise, label bots. Pure: the key
 //! ring comes in, the row goes out; no raw visitor id, e-mail address or IP leaves.
 
+use spur_keys::{KeyRing, pseudonym};
+use spur_lake::model::EventRow;
 use spur_schemas::ReasonCode;
 use spur_schemas::identify::link_verdict;
 use spur_schemas::record::{
     EventRecord, Payload, SCHEMA_VERSION, TimeFlag, VisitorKind, is_subject_id,
 };
-
-use crate::keys::KeyRing;
-use crate::pseudonym;
-use spur_lake::model::EventRow;
+use spur_schemas::time::date;
 
 /// Why a record could not be turned into a row (it goes to the dead-letter topic).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,14 +50,6 @@ fn class(e: &serde_json::Error) -> &'static str {
     }
 }
 
-/// UTC date of a ms timestamp, `YYYY-MM-DD`.
-pub fn date_of(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format("%Y-%m-%d")
-        .to_string()
-}
-
 fn kind(k: VisitorKind) -> &'static str {
     match k {
         VisitorKind::Persistent => "persistent",
@@ -95,7 +86,7 @@ pub fn to_row(record: EventRecord, keys: &KeyRing, partition: i32, offset: i64) 
     let has_page = !page.url.is_empty();
     let mut row = EventRow {
         event_type: record.payload.event_type().as_str().to_owned(),
-        dt: date_of(record.event_time),
+        dt: date(record.event_time),
         event_id: record.event_id,
         site_id: record.site_id,
         event_time: record.event_time,

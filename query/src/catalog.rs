@@ -33,7 +33,7 @@ use tracing::debug;
 use crate::config::{ByteSize, Config};
 use crate::error::{Error, Result};
 use crate::guard;
-use crate::segments::LifecycleConfig;
+use spur_audience::LifecycleConfig;
 
 /// The lake's tables, ready for analyst SQL. Shared by all connections.
 #[derive(Debug)]
@@ -79,14 +79,18 @@ impl Planned {
 }
 
 impl Catalog {
-    /// Opens the lake at `config.lake` for reading. A local root must already hold
-    /// the tables (written by the processor): a wrong path is a configuration
-    /// error, not an empty lake.
-    pub async fn open(config: &Config) -> Result<Catalog> {
+    /// Opens the lake at `lake_root` for reading, with the analyst views of
+    /// `lifecycle`. A local root must already hold the tables (written by the
+    /// processor): a wrong path is a configuration error, not an empty lake.
+    pub async fn open(
+        lake_root: &str,
+        lifecycle: &LifecycleConfig,
+        config: &Config,
+    ) -> Result<Catalog> {
         config.validate()?;
-        check_local_lake(&config.lake)?;
-        let lake = Lake::open(&config.lake).await?;
-        let state = build_state(&lake, &config.lifecycle).await?;
+        check_local_lake(lake_root)?;
+        let lake = Lake::open(lake_root).await?;
+        let state = build_state(&lake, lifecycle).await?;
         debug!(lake = %lake.root(), "lake opened for queries");
         Ok(Catalog {
             lake: tokio::sync::Mutex::new(lake),
@@ -96,7 +100,7 @@ impl Catalog {
             }),
             memory_limit: config.memory_limit,
             refresh_interval: config.refresh_interval,
-            lifecycle: config.lifecycle.clone(),
+            lifecycle: lifecycle.clone(),
         })
     }
 
@@ -226,9 +230,9 @@ impl Catalog {
 /// delta-rs planner), `information_schema` on, only the allowed table functions.
 async fn build_state(lake: &Lake, lifecycle: &LifecycleConfig) -> Result<SessionState> {
     let context = lake.session_context().await?;
-    crate::segments::timeline::register_views(&context, lifecycle)
+    spur_audience::views::register_views(&context, lifecycle)
         .await
-        .map_err(|e| Error::Config(format!("query.lifecycle: {e}")))?;
+        .map_err(|e| Error::Config(format!("lifecycle: {e}")))?;
     let mut state = context.state();
     state.config_mut().options_mut().catalog.information_schema = true;
     let names: Vec<String> = state.table_functions().keys().cloned().collect();
@@ -257,7 +261,7 @@ fn check_local_lake(root: &str) -> Result<()> {
         .join("_delta_log");
     if !log.is_dir() {
         return Err(Error::Config(format!(
-            "no lake table at {}: query.lake must be the processor's lake root",
+            "no lake table at {}: lake.root must be the processor's lake root",
             log.parent().unwrap_or(&log).display()
         )));
     }

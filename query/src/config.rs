@@ -1,6 +1,7 @@
-//! The query layer's configuration (`[query]` in the TOML file): where the lake is,
-//! where the PostgreSQL-wire server listens, who may log in, and the limits every
-//! query runs under. Defaults live in the `Default` impls; unknown keys are rejected.
+//! The query layer's configuration (`[query]` in the TOML file): where the
+//! PostgreSQL-wire server listens, who may log in, and the limits every query runs
+//! under. The lake root is `[lake]`'s and the views' lifecycle rules `[lifecycle]`'s.
+//! Defaults live in the `Default` impls; unknown keys are rejected.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -13,9 +14,6 @@ use spur_schemas::secret::Secret;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Root of the Delta tables, as in `[processor] lake`: a local directory, a
-    /// `file://` URL, or an object-store URL compiled into delta-rs.
-    pub lake: String,
     /// Address the PostgreSQL-wire server (`spur serve-sql`) binds.
     pub listen: SocketAddr,
     /// Who may connect to the server. Passwords are checked with SCRAM-SHA-256, so
@@ -35,35 +33,17 @@ pub struct Config {
     /// connections. Idle connections are closed at once.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// Interest scoring (`[query.scoring]`, `spur score`).
-    #[serde(default)]
-    pub scoring: crate::score::ScoringConfig,
-    /// Lifecycle stages (`[query.lifecycle]`): profiles, segments and the timeline.
-    #[serde(default)]
-    pub lifecycle: crate::segments::LifecycleConfig,
-    /// Segments and their delivery (`[query.segments]`, `spur segments`).
-    #[serde(default)]
-    pub segments: crate::segments::SegmentsConfig,
-    /// The GDPR admin endpoints (`[query.admin]`, `spur admin`).
-    #[serde(default)]
-    pub admin: crate::privacy::admin::AdminConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            // The processor's default lake root, so that both find the same tables.
-            lake: "./lake".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 5433)),
             users: Vec::new(),
             memory_limit: ByteSize(512 * 1024 * 1024),
             max_connections: 32,
             refresh_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
-            scoring: crate::score::ScoringConfig::default(),
-            lifecycle: crate::segments::LifecycleConfig::default(),
-            segments: crate::segments::SegmentsConfig::default(),
-            admin: crate::privacy::admin::AdminConfig::default(),
         }
     }
 }
@@ -80,9 +60,6 @@ impl Config {
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> crate::Result<()> {
         let fail = |message: String| Err(crate::Error::Config(message));
-        if self.lake.trim().is_empty() {
-            return fail("query.lake is empty".into());
-        }
         if self.memory_limit.0 == 0 {
             return fail("query.memory_limit must be more than 0 bytes".into());
         }
@@ -104,8 +81,6 @@ impl Config {
                 return fail(format!("query.users: user {:?} appears twice", user.name));
             }
         }
-        self.lifecycle.validate()?;
-        self.segments.validate()?;
         Ok(())
     }
 }

@@ -35,17 +35,6 @@ pub enum Error {
     /// Writing the results failed (closed pipe, full disk): nothing to retry here.
     #[error("writing the results")]
     Output(#[source] std::io::Error),
-    /// A Kafka operation failed (broker unreachable, topic missing, delivery timed
-    /// out): check the broker; the segment service retries.
-    #[error("kafka: {0}")]
-    Kafka(String),
-    /// A state file (delivery cursor, given-up log) could not be read or written.
-    #[error("state file {path}")]
-    State {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     /// The server could not start or accept: usually the listen address.
     #[error("server: {context}")]
     Server {
@@ -70,22 +59,6 @@ impl Error {
 
     /// The full message with every source, on one line: what a client is shown.
     pub fn chain(&self) -> String {
-        chain(self)
+        spur_schemas::error_chain(self)
     }
-}
-
-/// An error and its sources on one line, each source once (DataFusion and reqwest
-/// often repeat the inner message in the outer one).
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = cause.source();
-    }
-    text
 }

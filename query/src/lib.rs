@@ -1,5 +1,5 @@
 //! Spur's query layer: analyst SQL over the Delta lake, read-only and
-//! memory-bounded.
+//! memory-bounded, from the CLI (`spur sql`) and over the PostgreSQL wire protocol.
 //!
 //! - [`catalog`]: the lake's tables in DataFusion, refreshed as the processor commits,
 //!   each query in a session with its own memory limit.
@@ -8,17 +8,17 @@
 //! - [`serve`]: the PostgreSQL-wire server (`spur serve-sql`) for psql, BI tools and
 //!   drivers.
 //!
-//! Depends on the lake and the shared schemas only, never on another service.
+//! The views analysts see besides the tables (`pageviews`, `subjects`, `profiles`,
+//! `segment_members`, `timeline`) are defined by `spur-lake` and `spur-audience`.
+//!
+//! Must never: write to the lake, run anything but read-only SQL, or depend on
+//! another service crate (collector, processor, dispatch, gdpr).
 
 pub mod catalog;
 pub mod config;
-pub mod dispatch;
 mod error;
 pub mod guard;
 pub mod output;
-pub mod privacy;
-pub mod score;
-pub mod segments;
 mod server;
 
 use std::io::Write;
@@ -29,7 +29,7 @@ pub use catalog::Catalog;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use output::Format;
-pub use server::{serve, serve_catalog};
+pub use server::serve;
 
 /// Runs `sql` — one statement or several separated by `;` — and writes each
 /// statement's result to `out` in `format`. Every statement is checked and planned

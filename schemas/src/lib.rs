@@ -13,9 +13,26 @@ pub mod identify;
 pub mod kafka;
 pub mod record;
 pub mod secret;
+pub mod time;
 pub mod unsubscribe;
 pub mod wire;
 
 pub use dead_letter::{DeadLetter, DropReason, ReasonCode};
 pub use record::{EventRecord, Payload};
 pub use secret::Secret;
+
+/// An error and its sources on one line, each source once (DataFusion and reqwest
+/// often repeat the inner message in the outer one): what a client or a log is shown.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}

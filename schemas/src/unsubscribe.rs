@@ -27,6 +27,58 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::record::is_subject_id;
+use crate::secret::Secret;
+
+/// `[unsubscribe]`: the one key of the one-click unsubscribe links, shared by the
+/// collector (verifies tokens at `POST /v1/unsubscribe`) and the segment service
+/// (puts a link into every change), and where recipients reach that endpoint.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnsubscribeConfig {
+    /// The HMAC key of the tokens (its UTF-8 bytes): at least
+    /// [`MIN_KEY_BYTES`] bytes, e.g. `openssl rand -hex 32`. Without it the
+    /// collector answers 404 `unsubscribe_disabled` and changes carry no link.
+    /// Changing it invalidates every link already sent.
+    pub key: Option<Secret>,
+    /// The collector's `/v1/unsubscribe` as mail recipients reach it (e.g.
+    /// `https://t.example.com/v1/unsubscribe`): each change then carries
+    /// `unsubscribe_url` for the mail's `List-Unsubscribe` header. Needs `key`.
+    pub url: Option<String>,
+}
+
+/// The shortest accepted unsubscribe key, bytes: a guessable key would let anyone
+/// unsubscribe anyone.
+pub const MIN_KEY_BYTES: usize = 32;
+
+impl UnsubscribeConfig {
+    /// A key too short to be safe, or a URL without a key, is refused.
+    pub fn validate(&self) -> Result<(), String> {
+        if self
+            .key
+            .as_ref()
+            .is_some_and(|key| key.expose().len() < MIN_KEY_BYTES)
+        {
+            return Err(format!(
+                "unsubscribe.key must be at least {MIN_KEY_BYTES} bytes (e.g. openssl rand -hex 32)"
+            ));
+        }
+        if self.url.is_some() && self.key.is_none() {
+            return Err(
+                "unsubscribe.url needs unsubscribe.key (the key the collector verifies with)"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The link for `subject_id`, when a URL and a key are configured.
+    pub fn link(&self, subject_id: &str) -> Option<String> {
+        let (url, key) = (self.url.as_ref()?, self.key.as_ref()?);
+        let token = token(key.expose().as_bytes(), subject_id)?;
+        let separator = if url.contains('?') { '&' } else { '?' };
+        Some(format!("{url}{separator}token={token}"))
+    }
+}
 
 /// The consent evidence `method` of a withdrawal made by a one-click unsubscribe
 /// ([`crate::wire::ConsentEvidence::method`]).

@@ -23,19 +23,30 @@ impl std::fmt::Debug for Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::with_seconds_buckets(SECONDS_BUCKETS)
+    }
+}
+
+impl Metrics {
+    /// A recorder whose `*_seconds` histograms use `buckets` (in seconds): the
+    /// collector's request latencies want finer ones than the default's 1 ms to 2 min.
+    pub fn with_seconds_buckets(buckets: &[f64]) -> Metrics {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-                SECONDS_BUCKETS,
+                buckets,
             )
             .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
         let handle = recorder.handle();
         Self { recorder, handle }
     }
-}
 
-impl Metrics {
+    /// The recorder itself, for callers that register metrics with explicit keys.
+    pub fn recorder(&self) -> &PrometheusRecorder {
+        &self.recorder
+    }
+
     /// Makes this recorder the one `metrics::counter!` and friends use on the current
     /// thread while the guard lives.
     pub fn install_for_thread(&self) -> LocalRecorderGuard<'_> {

@@ -17,30 +17,29 @@ const TOPIC: &str = "spur.segments.v1";
 const UNSUBSCRIBE_KEY: &str = "e2e-unsubscribe-key-0123456789abcdef0123456789abcdef";
 
 fn pipeline_config(dir: &Path) -> String {
-    // The harness appends this right after `[collector.privacy]`: the first line is
-    // that table's.
+    // The harness appends this right after `[collector.privacy]`.
     format!(
-        r#"unsubscribe_key = "{UNSUBSCRIBE_KEY}"
+        r#"
+[unsubscribe]
+key = "{UNSUBSCRIBE_KEY}"
+url = "http://collector.example/v1/unsubscribe"
+
+[lake]
+root = "{lake}"
 
 [processor]
-lake = "{lake}"
 keys_dir = "{keys}"
 group_id = "segments-e2e"
 flush_interval = "200ms"
 listen = "127.0.0.1:0"
 
-[query]
-lake = "{lake}"
-
-[query.segments]
+[segments]
 interval = "200ms"
 state_dir = "{state}"
 listen = "127.0.0.1:0"
 topic_partitions = 3
 
-unsubscribe_url = "http://collector.example/v1/unsubscribe"
-
-[[query.segments.define]]
+[[segments.define]]
 name = "boot_fans"
 where = "interest['boots'] >= 0.2"
 "#,

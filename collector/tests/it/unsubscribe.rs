@@ -20,7 +20,7 @@ const ONE_CLICK: &[u8] = b"List-Unsubscribe=One-Click";
 
 fn keyed() -> Config {
     let mut config = config();
-    config.privacy.unsubscribe_key = Some(Secret::new(KEY));
+    config.unsubscribe.key = Some(Secret::new(KEY));
     config
 }
 
@@ -350,10 +350,10 @@ async fn without_a_key_the_endpoint_is_404() {
 
     // A key too short to be secret is a configuration error, not a weak endpoint.
     let mut short = config();
-    short.privacy.unsubscribe_key = Some(Secret::new("0123456789"));
+    short.unsubscribe.key = Some(Secret::new("0123456789"));
     let err = spur_collector::api::App::new(short, &Default::default()).expect_err("refused");
     let text = err.to_string();
-    assert!(text.contains("unsubscribe_key"), "{text}");
+    assert!(text.contains("unsubscribe.key"), "{text}");
     assert!(
         !text.contains("0123456789"),
         "the key must not be shown: {text}"

@@ -12,9 +12,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use spur_keys::KeyRing;
 use spur_lake::Lake;
 use spur_processor::config::Config;
-use spur_processor::keys::KeyRing;
 use spur_schemas::kafka::{KafkaSettings, record_key};
 use spur_schemas::record::{
     Agent, DeviceClass, EventRecord, Geo, Page, Payload, PrivacySignals, SCHEMA_VERSION, Visitor,

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use spur_lake::positions::processor_app_id as app_id;
 use spur_lake::{Lake, TableKind};
 use spur_processor::Config;
-use spur_processor::consumer::app_id;
 use spur_schemas::record::{EventRecord, Payload};
 
 use crate::common::*;

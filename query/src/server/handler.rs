@@ -352,11 +352,7 @@ pub(crate) fn pg_error(error: Error) -> PgWireError {
             _ => "XX000",
         },
         Error::Lake(_) => "58030",
-        Error::Config(_)
-        | Error::Output(_)
-        | Error::Server { .. }
-        | Error::Kafka(_)
-        | Error::State { .. } => "XX000",
+        Error::Config(_) | Error::Output(_) | Error::Server { .. } => "XX000",
     };
     user_error(code, error.chain())
 }

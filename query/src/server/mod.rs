@@ -37,19 +37,9 @@ use crate::config::Config;
 use crate::error::Result;
 use handler::{ActiveQueries, Backend};
 
-/// Serves the lake at `config.lake` over the PostgreSQL wire protocol on
-/// `listener` until `shutdown` resolves.
+/// Serves `catalog` over the PostgreSQL wire protocol on `listener` until
+/// `shutdown` resolves.
 pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    let catalog = Arc::new(Catalog::open(&config).await?);
-    serve_catalog(catalog, &config, listener, shutdown).await
-}
-
-/// [`serve`] with a catalog the caller opened (and may share).
-pub async fn serve_catalog(
     catalog: Arc<Catalog>,
     config: &Config,
     listener: TcpListener,

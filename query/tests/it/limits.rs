@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use spur_query::config::ByteSize;
-use spur_query::{Catalog, Error, Format};
+use spur_query::{Error, Format};
 use tokio_postgres::error::SqlState;
 
-use crate::fixture::{Fixture, Server};
+use crate::fixture::{self, Fixture, Server};
 use crate::sql::run;
 
 /// About a million groups of a hash aggregate: far more than the limit below holds.
@@ -20,9 +20,9 @@ const LIMIT: ByteSize = ByteSize(16 << 20);
 #[tokio::test]
 async fn a_query_over_the_memory_limit_fails_and_the_next_one_runs() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let mut config = fixture.config()?;
+    let mut config = fixture::config();
     config.memory_limit = LIMIT;
-    let catalog = Catalog::open(&config).await?;
+    let catalog = fixture::catalog(&fixture, &config).await?;
     match run(&catalog, TOO_BIG, Format::Csv).await {
         Err(error @ Error::MemoryLimit { .. }) => {
             let message = error.chain();
@@ -44,9 +44,9 @@ async fn a_query_over_the_memory_limit_fails_and_the_next_one_runs() -> Result<(
 #[tokio::test]
 async fn the_server_survives_a_query_over_the_memory_limit() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let mut config = fixture.config()?;
+    let mut config = fixture::config();
     config.memory_limit = LIMIT;
-    let server = Server::start(config).await?;
+    let server = Server::start(&fixture, config).await?;
     let client = server.connect().await?;
     for protocol in ["extended", "simple"] {
         let error = if protocol == "extended" {
@@ -78,9 +78,9 @@ async fn the_server_survives_a_query_over_the_memory_limit() -> Result<()> {
 #[tokio::test]
 async fn connections_beyond_the_limit_are_refused_until_one_closes() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let mut config = fixture.config()?;
+    let mut config = fixture::config();
     config.max_connections = 2;
-    let server = Server::start(config).await?;
+    let server = Server::start(&fixture, config).await?;
     let first = server.connect().await?;
     let second = server.connect().await?;
     match server.connect().await {
@@ -115,7 +115,7 @@ async fn connections_beyond_the_limit_are_refused_until_one_closes() -> Result<(
 #[tokio::test]
 async fn shutdown_stops_the_server_and_closes_idle_connections() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let server = Server::start(fixture.config()?).await?;
+    let server = Server::start(&fixture, fixture::config()).await?;
     let addr = server.addr;
     let client = server.connect().await?;
     client.simple_query("SELECT 1").await?;

@@ -1,15 +1,14 @@
-//! Integration tests of the query layer: one binary (each links DataFusion), one
-//! module per behaviour. Every test builds its own small lake in a temporary
-//! directory (`fixture.rs`); the server tests talk to a real `serve` on a loopback
-//! port with tokio-postgres.
+//! Integration tests of the query layer (analyst SQL): one binary (each links
+//! DataFusion), one module per behaviour. Every test builds its own small lake in a
+//! temporary directory (the fixture lake of `spur_testkit`, see `fixture.rs`); the
+//! CLI path runs `run_sql` over a catalog, the server tests talk to a real `serve` on
+//! a loopback port with tokio-postgres. Covered: the data-driven SQL cases on both
+//! paths, output formats, the read-only guard, memory and connection limits,
+//! shutdown, and new commits becoming visible.
 
 mod cases;
-mod dispatch;
 mod fixture;
 mod limits;
-mod privacy;
 mod readonly;
-mod score;
-mod segments;
 mod sql;
 mod wire;

@@ -7,7 +7,7 @@ use datafusion::prelude::SessionContext;
 use spur_query::{Catalog, Error, Format, guard};
 use tokio_postgres::error::SqlState;
 
-use crate::fixture::{DAY0, Fixture, Server};
+use crate::fixture::{self, DAY0, Fixture, Server};
 use crate::sql::run;
 
 /// `(sql, what the refusal names)`. `{lake}` and `{out}` are replaced by the lake
@@ -76,7 +76,7 @@ async fn unchanged(catalog: &Catalog, out: &std::path::Path) -> Result<()> {
 async fn the_cli_path_refuses_every_forbidden_class_by_name() -> Result<()> {
     let fixture = Fixture::new().await?;
     let out = tempfile::tempdir()?;
-    let catalog = Catalog::open(&fixture.config()?).await?;
+    let catalog = fixture::catalog(&fixture, &fixture::config()).await?;
     let mut failures = Vec::new();
     for (sql, what) in FORBIDDEN {
         let sql = fill(sql, &fixture, out.path())?;
@@ -99,7 +99,7 @@ async fn the_cli_path_refuses_every_forbidden_class_by_name() -> Result<()> {
 async fn the_server_refuses_every_forbidden_class_and_keeps_serving() -> Result<()> {
     let fixture = Fixture::new().await?;
     let out = tempfile::tempdir()?;
-    let server = Server::start(fixture.config()?).await?;
+    let server = Server::start(&fixture, fixture::config()).await?;
     let client = server.connect().await?;
     let mut failures = Vec::new();
     for (sql, what) in FORBIDDEN {
@@ -126,7 +126,7 @@ async fn the_server_refuses_every_forbidden_class_and_keeps_serving() -> Result<
         ensure!(row.get::<_, i64>(0) == 10, "{sql}: the lake changed");
     }
     ensure!(failures.is_empty(), "{}", failures.join("\n"));
-    let catalog = Catalog::open(&fixture.config()?).await?;
+    let catalog = fixture::catalog(&fixture, &fixture::config()).await?;
     unchanged(&catalog, out.path()).await?;
     server.stop().await
 }
@@ -169,7 +169,7 @@ async fn the_plan_check_refuses_ddl_dml_and_statements_on_its_own() -> Result<()
 #[tokio::test]
 async fn only_number_generating_table_functions_are_registered() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let catalog = Catalog::open(&fixture.config()?).await?;
+    let catalog = fixture::catalog(&fixture, &fixture::config()).await?;
     let mut names = catalog.table_functions();
     names.sort();
     assert_eq!(names, ["generate_series", "range"]);

@@ -5,7 +5,7 @@ use spur_lake::TableKind;
 use spur_query::{Catalog, Error, Format, run_sql};
 
 use crate::cases::cases;
-use crate::fixture::{DAY0, DAY1, Fixture, event};
+use crate::fixture::{self, DAY0, DAY1, Fixture, event};
 
 pub async fn run(catalog: &Catalog, sql: &str, format: Format) -> spur_query::Result<String> {
     let mut out = Vec::new();
@@ -16,7 +16,7 @@ pub async fn run(catalog: &Catalog, sql: &str, format: Format) -> spur_query::Re
 #[tokio::test]
 async fn data_driven_cases_print_the_expected_csv() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let catalog = Catalog::open(&fixture.config()?).await?;
+    let catalog = fixture::catalog(&fixture, &fixture::config()).await?;
     let mut failures = Vec::new();
     for case in cases() {
         match run(&catalog, &case.sql, Format::Csv).await {
@@ -35,7 +35,7 @@ async fn data_driven_cases_print_the_expected_csv() -> Result<()> {
 #[tokio::test]
 async fn json_is_one_object_per_row_and_keeps_lists() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let catalog = Catalog::open(&fixture.config()?).await?;
+    let catalog = fixture::catalog(&fixture, &fixture::config()).await?;
     let json = run(
         &catalog,
         "SELECT event_id, topics, engaged_ms FROM events \
@@ -54,7 +54,7 @@ async fn json_is_one_object_per_row_and_keeps_lists() -> Result<()> {
 #[tokio::test]
 async fn table_output_is_aligned() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let catalog = Catalog::open(&fixture.config()?).await?;
+    let catalog = fixture::catalog(&fixture, &fixture::config()).await?;
     let table = run(
         &catalog,
         "SELECT dt, count(*) AS n FROM events GROUP BY dt ORDER BY dt",
@@ -76,7 +76,7 @@ async fn table_output_is_aligned() -> Result<()> {
 #[tokio::test]
 async fn several_statements_print_one_result_each() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let catalog = Catalog::open(&fixture.config()?).await?;
+    let catalog = fixture::catalog(&fixture, &fixture::config()).await?;
     let csv = run(
         &catalog,
         "SELECT count(*) AS events FROM events; SELECT count(*) AS sessions FROM sessions;",
@@ -90,7 +90,7 @@ async fn several_statements_print_one_result_each() -> Result<()> {
 #[tokio::test]
 async fn introspection_lists_the_lake_tables() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let catalog = Catalog::open(&fixture.config()?).await?;
+    let catalog = fixture::catalog(&fixture, &fixture::config()).await?;
     let tables = run(
         &catalog,
         "SELECT table_name FROM information_schema.tables \
@@ -122,7 +122,7 @@ async fn introspection_lists_the_lake_tables() -> Result<()> {
 #[tokio::test]
 async fn a_dt_filter_prunes_the_other_partitions() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let catalog = Catalog::open(&fixture.config()?).await?;
+    let catalog = fixture::catalog(&fixture, &fixture::config()).await?;
     let plan = run(
         &catalog,
         &format!("EXPLAIN SELECT count(*) FROM events WHERE dt = '{DAY0}' AND is_bot = false"),
@@ -155,7 +155,7 @@ async fn a_dt_filter_prunes_the_other_partitions() -> Result<()> {
 async fn new_commits_become_visible_without_a_restart() -> Result<()> {
     let fixture = Fixture::new().await?;
     // refresh_interval 0: every query looks for new commits.
-    let catalog = Catalog::open(&fixture.config()?).await?;
+    let catalog = fixture::catalog(&fixture, &fixture::config()).await?;
     let count = "SELECT count(*) AS n FROM events";
     assert_eq!(run(&catalog, count, Format::Csv).await?, "n\n10\n");
 
@@ -171,9 +171,9 @@ async fn new_commits_become_visible_without_a_restart() -> Result<()> {
 #[tokio::test]
 async fn within_the_refresh_interval_queries_read_one_snapshot() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let mut config = fixture.config()?;
+    let mut config = fixture::config();
     config.refresh_interval = std::time::Duration::from_secs(24 * 3600);
-    let catalog = Catalog::open(&config).await?;
+    let catalog = fixture::catalog(&fixture, &config).await?;
     let count = "SELECT count(*) AS n FROM events";
     assert_eq!(run(&catalog, count, Format::Csv).await?, "n\n10\n");
 
@@ -191,11 +191,9 @@ async fn within_the_refresh_interval_queries_read_one_snapshot() -> Result<()> {
 #[tokio::test]
 async fn a_root_without_a_lake_is_a_configuration_error_and_stays_empty() -> Result<()> {
     let empty = tempfile::tempdir()?;
-    let config = spur_query::Config {
-        lake: empty.path().to_string_lossy().into_owned(),
-        ..spur_query::Config::default()
-    };
-    match Catalog::open(&config).await {
+    let root = empty.path().to_string_lossy().into_owned();
+    let config = spur_query::Config::default();
+    match Catalog::open(&root, &spur_audience::LifecycleConfig::default(), &config).await {
         Err(Error::Config(message)) => ensure!(message.contains("no lake table"), "{message}"),
         Err(other) => bail!("wrong error: {}", other.chain()),
         Ok(_) => bail!("opened a lake that does not exist"),
@@ -210,7 +208,7 @@ async fn a_root_without_a_lake_is_a_configuration_error_and_stays_empty() -> Res
 #[tokio::test]
 async fn sql_errors_say_what_is_wrong() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let catalog = Catalog::open(&fixture.config()?).await?;
+    let catalog = fixture::catalog(&fixture, &fixture::config()).await?;
     match run(&catalog, "SELECT no_such_column FROM events", Format::Csv).await {
         Err(error @ Error::Query(_)) => {
             let message = error.chain();

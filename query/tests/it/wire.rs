@@ -10,7 +10,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Row, SimpleQueryMessage};
 
 use crate::cases::cases;
-use crate::fixture::{DAY0, Fixture, PASSWORD, Server, USER, event};
+use crate::fixture::{self, DAY0, Fixture, PASSWORD, Server, USER, event};
 
 /// A timestamp as the CLI's CSV prints it.
 fn timestamp_text(time: DateTime<Utc>) -> String {
@@ -127,7 +127,7 @@ async fn simple_csv(client: &Client, sql: &str) -> Result<String> {
 #[tokio::test]
 async fn both_protocols_return_the_cli_rows() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let server = Server::start(fixture.config()?).await?;
+    let server = Server::start(&fixture, fixture::config()).await?;
     let client = server.connect().await?;
     let mut failures = Vec::new();
     for case in cases() {
@@ -152,7 +152,7 @@ async fn both_protocols_return_the_cli_rows() -> Result<()> {
 #[tokio::test]
 async fn columns_have_postgres_types() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let server = Server::start(fixture.config()?).await?;
+    let server = Server::start(&fixture, fixture::config()).await?;
     let client = server.connect().await?;
     let statement = client
         .prepare(
@@ -196,7 +196,7 @@ async fn columns_have_postgres_types() -> Result<()> {
 #[tokio::test]
 async fn parameters_are_bound_as_typed_values() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let server = Server::start(fixture.config()?).await?;
+    let server = Server::start(&fixture, fixture::config()).await?;
     let client = server.connect().await?;
     let row = client
         .query_one(
@@ -244,7 +244,7 @@ async fn parameters_are_bound_as_typed_values() -> Result<()> {
 #[tokio::test]
 async fn wrong_passwords_and_unknown_users_are_refused() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let server = Server::start(fixture.config()?).await?;
+    let server = Server::start(&fixture, fixture::config()).await?;
     for (user, password) in [(USER, "wrong"), ("nobody", PASSWORD), (USER, "")] {
         match server.connect_as(user, password).await {
             Ok(_) => bail!("{user} logged in with {password:?}"),
@@ -272,7 +272,7 @@ async fn wrong_passwords_and_unknown_users_are_refused() -> Result<()> {
 #[tokio::test]
 async fn a_failing_query_leaves_the_connection_serving() -> Result<()> {
     let fixture = Fixture::new().await?;
-    let server = Server::start(fixture.config()?).await?;
+    let server = Server::start(&fixture, fixture::config()).await?;
     let client = server.connect().await?;
     for bad in [
         "SELECT no_such_column FROM events",

@@ -1,0 +1,144 @@
+//! Scoring's edges: views read out of the lake (`pageviews`, bots excluded, each
+//! mapped to its subject) and scores written back (table `scores`, one commit per
+//! run). Everything else is in [`super::model`].
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{SessionContext, col, in_list, lit};
+use spur_lake::model::ScoreRow;
+use spur_lake::{Lake, TableKind};
+
+use super::model::{Score, View};
+use crate::error::{Error, Result};
+
+/// Who a visitor is: defined with the identity ledger (`crate::identity`).
+use crate::identity::SUBJECTS_SQL;
+
+/// The views scoring reads: human pageviews with their subject, time in ms, dwell
+/// time, page topics and path.
+fn views_sql() -> String {
+    format!(
+        "SELECT s.subject_id AS subject_id, p.event_id AS event_id,
+                CAST(p.event_time AS BIGINT) / 1000 AS time_ms,
+                p.dwell_ms AS dwell_ms, p.topics AS topics, p.path AS path
+         FROM pageviews p
+         JOIN ({SUBJECTS_SQL}) s ON s.visitor_id = p.visitor_id
+         WHERE p.is_bot = false"
+    )
+}
+
+/// Reads the views scoring uses from a session over the lake
+/// (`Lake::session_context`): pageviews not labelled as bots, at or before `as_of_ms`,
+/// of every subject or — for recomputing a few — only of `subjects`.
+pub async fn load_views(
+    ctx: &SessionContext,
+    as_of_ms: i64,
+    subjects: Option<&[String]>,
+) -> Result<Vec<View>> {
+    let mut frame = ctx
+        .sql(&views_sql())
+        .await
+        .map_err(Error::Query)?
+        .filter(col("time_ms").lt_eq(lit(as_of_ms)))
+        .map_err(Error::Query)?;
+    if let Some(subjects) = subjects {
+        let list = subjects.iter().map(|s| lit(s.as_str())).collect();
+        frame = frame
+            .filter(in_list(col("subject_id"), list, false))
+            .map_err(Error::Query)?;
+    }
+    let batches = frame.collect().await.map_err(Error::Query)?;
+    let mut views = Vec::new();
+    for batch in &batches {
+        read_views(batch, &mut views).map_err(Error::Query)?;
+    }
+    Ok(views)
+}
+
+/// Column `name` of `batch` cast to `to` (string columns may arrive as views or
+/// dictionaries, depending on the reader).
+fn column(
+    batch: &RecordBatch,
+    name: &str,
+    to: &DataType,
+) -> Result<Arc<dyn Array>, DataFusionError> {
+    let array = batch
+        .column_by_name(name)
+        .ok_or_else(|| DataFusionError::Internal(format!("scoring query lost column {name}")))?;
+    Ok(cast(array, to)?)
+}
+
+fn read_views(batch: &RecordBatch, out: &mut Vec<View>) -> Result<(), DataFusionError> {
+    let list = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
+    let subject = column(batch, "subject_id", &DataType::Utf8)?;
+    let event_id = column(batch, "event_id", &DataType::Utf8)?;
+    let time = column(batch, "time_ms", &DataType::Int64)?;
+    let dwell = column(batch, "dwell_ms", &DataType::Int64)?;
+    let topics = column(batch, "topics", &list)?;
+    let path = column(batch, "path", &DataType::Utf8)?;
+    let (subject, event_id) = (subject.as_string::<i32>(), event_id.as_string::<i32>());
+    let (time, dwell) = (
+        time.as_primitive::<Int64Type>(),
+        dwell.as_primitive::<Int64Type>(),
+    );
+    let (topics, path) = (topics.as_list::<i32>(), path.as_string::<i32>());
+    for row in 0..batch.num_rows() {
+        let page_topics = if topics.is_null(row) {
+            Vec::new()
+        } else {
+            let values = topics.value(row);
+            values
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(str::to_owned)
+                .collect()
+        };
+        out.push(View {
+            subject: subject.value(row).to_owned(),
+            event_id: event_id.value(row).to_owned(),
+            time_ms: time.value(row),
+            dwell_ms: dwell.is_valid(row).then(|| dwell.value(row)),
+            topics: page_topics,
+            path: path.is_valid(row).then(|| path.value(row).to_owned()),
+        });
+    }
+    Ok(())
+}
+
+/// The rows of table `scores` for one run.
+pub fn score_rows(scores: &[Score], as_of_ms: i64) -> Result<Vec<ScoreRow>> {
+    if chrono::DateTime::from_timestamp_millis(as_of_ms).is_none() {
+        return Err(Error::Config(format!(
+            "as-of time {as_of_ms} ms is out of range"
+        )));
+    }
+    let dt = spur_schemas::time::date(as_of_ms);
+    Ok(scores
+        .iter()
+        .map(|s| ScoreRow {
+            subject_id: s.subject.clone(),
+            topic: s.topic.clone(),
+            score: s.score,
+            raw: s.raw,
+            views: s.views,
+            last_view: s.last_view_ms,
+            as_of: as_of_ms,
+            dt: dt.clone(),
+        })
+        .collect())
+}
+
+/// Appends one run's scores to table `scores` in one commit and returns the table
+/// version. A run without scores commits nothing (`None`).
+pub async fn write_scores(lake: &mut Lake, scores: &[Score], as_of_ms: i64) -> Result<Option<i64>> {
+    if scores.is_empty() {
+        return Ok(None);
+    }
+    let batch = spur_lake::scores_batch(&score_rows(scores, as_of_ms)?)?;
+    Ok(Some(lake.append(TableKind::Scores, batch, &[]).await?))
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the segment service: one binary (it links DataFusion and
+//! librdkafka). The service runs end to end inside the test process over a real lake
+//! in a temporary directory (a scripted history from `spur_testkit`), with
+//! librdkafka's mock cluster as the broker and a scripted webhook receiver on a
+//! loopback port; it is crashed and restarted, and what reached the topic and the
+//! receiver is checked (`dispatch.rs`).
+
+mod dispatch;

@@ -1,0 +1,396 @@
+//! Erasure (GDPR Art. 17) of one subject: every row of it, in every table, physically
+//! removed; a receipt of what was removed. Idempotent and resumable.
+//!
+//! Steps, each one committed before the next:
+//! 1. **request**: the subject's pseudonyms (the subject and every visitor linked to
+//!    it) are resolved and their SHA-256 digests written to table `erasures`
+//!    (`requested`). From here on only the digests are used, so a resumed run needs
+//!    nothing that an earlier step already deleted.
+//! 2. **delete** per table (`events`, `sessions`, `scores`, `segment_changes`): a
+//!    Delta DELETE whose predicate compares digests (the log records digests, never
+//!    the ids); a `table_done` row with the counts after each.
+//! 3. **redact** the ledger: content of the subject's entries set to NULL, chain kept.
+//! 4. **vacuum** every table: the files the deletes replaced are deleted from storage,
+//!    so no older table version holds the subject.
+//! 5. **state files**: lines of the segment service's given-up logs naming the
+//!    subject are removed.
+//! 6. **completed** row with the receipt.
+//!
+//! A run finding a `requested` erasure for the subject without `completed` resumes it
+//! (tables already done are skipped); finding a `completed` one, it repeats steps 2–5
+//! (nothing left to remove: no commits) and returns the stored receipt. The digests
+//! stay in `erasures` as the minimal proof and as the suppression list that keeps
+//! the subject's future events out (processor, segment service).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::AsArray as _;
+use serde::{Deserialize, Serialize};
+use spur_lake::model::ErasureRow;
+use spur_lake::{Lake, RewriteSummary, TableKind, digest_predicate, erasures_batch, id_digest};
+use tracing::info;
+
+use spur_audience::ledger::REDACTED_COLUMNS;
+use spur_lake::read::{collect, int64s, quote, strings};
+use spur_schemas::time::{date, rfc3339_ms};
+
+use crate::error::{Error, Result};
+use crate::export::visitors_of;
+
+/// How an erasure runs.
+#[derive(Debug, Clone, Default)]
+pub struct EraseOptions {
+    /// The segment service's state directory, whose given-up logs are cleaned.
+    pub state_dir: Option<PathBuf>,
+    /// Statements about copies outside the lake (Kafka topics and when their
+    /// records expire), copied into the receipt.
+    pub outside_lake: Vec<String>,
+    /// Stop with an error right after this table's delete (tests of crash recovery).
+    pub interrupt_after: Option<TableKind>,
+}
+
+/// What one table lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableReceipt {
+    pub rows: u64,
+    pub files_rewritten: u64,
+    pub files_deleted: u64,
+}
+
+/// The receipt of an erasure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub erasure_id: String,
+    /// SHA-256 of the subject id: how the receipt names the subject.
+    pub subject_digest: String,
+    /// Pseudonyms erased (the subject and its visitors).
+    pub pseudonyms: usize,
+    pub requested_at: String,
+    pub completed_at: String,
+    /// Per table: rows deleted (ledger: entries redacted) and files.
+    pub tables: BTreeMap<String, TableReceipt>,
+    /// State files from which lines were removed.
+    pub state_files: Vec<String>,
+    pub outside_lake: Vec<String>,
+    /// The run resumed an interrupted one.
+    pub resumed: bool,
+    /// The subject had already been erased; this run found nothing left.
+    pub repeated: bool,
+}
+
+const ROW_TABLES: [(TableKind, &[&str]); 4] = [
+    (TableKind::Events, &["visitor_id", "email_hash"]),
+    (TableKind::Sessions, &["visitor_id"]),
+    (TableKind::Scores, &["subject_id"]),
+    (TableKind::SegmentChanges, &["subject_id"]),
+];
+
+struct Request {
+    id: String,
+    requested_at: i64,
+    digests: Vec<String>,
+    done: BTreeMap<String, TableReceipt>,
+    completed: Option<Receipt>,
+}
+
+/// Erases `subject` (an e-mail pseudonym or an anonymous visitor id).
+pub async fn erase(
+    lake: &mut Lake,
+    subject: &str,
+    now_ms: i64,
+    options: &EraseOptions,
+) -> Result<Receipt> {
+    lake.refresh().await?;
+    let subject_digest = id_digest(subject);
+    let (request, resumed) = match find(lake, &subject_digest).await? {
+        Some(request) => {
+            let resumed = request.completed.is_none();
+            (request, resumed)
+        }
+        None => {
+            let ctx = lake.session_context().await?;
+            let visitors = visitors_of(&ctx, subject).await?;
+            let mut digests: Vec<String> = visitors.iter().map(|v| id_digest(v)).collect();
+            digests.sort();
+            digests.dedup();
+            let id = format!("era_{}", hex::encode(rand::random::<[u8; 16]>()));
+            write_step(lake, &id, "requested", now_ms, &digests, None).await?;
+            info!(erasure = %id, pseudonyms = digests.len(), "erasure requested");
+            let request = Request {
+                id,
+                requested_at: now_ms,
+                digests,
+                done: BTreeMap::new(),
+                completed: None,
+            };
+            (request, false)
+        }
+    };
+
+    let mut tables = request.done.clone();
+    for (kind, columns) in ROW_TABLES {
+        if tables.contains_key(kind.name()) && request.completed.is_none() {
+            continue;
+        }
+        let summary = lake
+            .delete(kind, digest_predicate(columns, &request.digests))
+            .await?;
+        let receipt = table_receipt(summary);
+        if request.completed.is_none() {
+            let json = serde_json::to_string(&(kind.name(), &receipt)).unwrap_or_default();
+            write_step(lake, &request.id, "table_done", now_ms, &[], Some(json)).await?;
+            tables.insert(kind.name().to_owned(), receipt);
+        }
+        if options.interrupt_after == Some(kind) {
+            return Err(Error::Config(format!(
+                "erasure {} interrupted after table {kind} (as requested)",
+                request.id
+            )));
+        }
+    }
+    let redacted = lake
+        .redact(
+            TableKind::Ledger,
+            digest_predicate(&["subject_id", "visitor_id"], &request.digests),
+            &REDACTED_COLUMNS,
+            "erased",
+        )
+        .await?;
+    if request.completed.is_none() {
+        let entry = tables
+            .entry(TableKind::Ledger.name().to_owned())
+            .or_default();
+        entry.rows += redacted.rows;
+        entry.files_rewritten += redacted.files_removed;
+    }
+    for kind in TableKind::ALL {
+        let deleted = lake.vacuum(kind).await?;
+        if request.completed.is_none() && !deleted.is_empty() {
+            tables
+                .entry(kind.name().to_owned())
+                .or_default()
+                .files_deleted += deleted.len() as u64;
+        }
+    }
+    let digests: HashSet<&str> = request.digests.iter().map(String::as_str).collect();
+    let state_files = match &options.state_dir {
+        Some(dir) => scrub_state(dir, &digests)?,
+        None => Vec::new(),
+    };
+
+    if let Some(mut receipt) = request.completed {
+        receipt.repeated = true;
+        receipt.resumed = false;
+        return Ok(receipt);
+    }
+    let receipt = Receipt {
+        erasure_id: request.id.clone(),
+        subject_digest,
+        pseudonyms: request.digests.len(),
+        requested_at: rfc3339_ms(request.requested_at),
+        completed_at: rfc3339_ms(now_ms),
+        tables,
+        state_files,
+        outside_lake: options.outside_lake.clone(),
+        resumed,
+        repeated: false,
+    };
+    let json = serde_json::to_string(&receipt).unwrap_or_default();
+    write_step(
+        lake,
+        &request.id,
+        "completed",
+        now_ms,
+        &request.digests,
+        Some(json),
+    )
+    .await?;
+    info!(erasure = %request.id, resumed, "erasure completed");
+    Ok(receipt)
+}
+
+fn table_receipt(summary: RewriteSummary) -> TableReceipt {
+    TableReceipt {
+        rows: summary.rows,
+        files_rewritten: summary.files_removed,
+        files_deleted: 0,
+    }
+}
+
+async fn write_step(
+    lake: &mut Lake,
+    id: &str,
+    status: &str,
+    now_ms: i64,
+    digests: &[String],
+    receipt: Option<String>,
+) -> Result<()> {
+    let row = ErasureRow {
+        erasure_id: id.to_owned(),
+        status: status.to_owned(),
+        at: now_ms,
+        digests: digests.to_vec(),
+        receipt,
+        dt: date(now_ms),
+    };
+    lake.append(TableKind::Erasures, erasures_batch(&[row])?, &[])
+        .await?;
+    Ok(())
+}
+
+/// The latest erasure request naming `subject_digest`, with its progress.
+async fn find(lake: &Lake, subject_digest: &str) -> Result<Option<Request>> {
+    let ctx = lake.session_context().await?;
+    let batches = collect(
+        &ctx,
+        &format!(
+            "SELECT erasure_id, CAST(at AS BIGINT) / 1000 AS at FROM erasures
+             WHERE status = 'requested' AND array_has(digests, {})
+             ORDER BY at DESC LIMIT 1",
+            quote(subject_digest)
+        ),
+    )
+    .await?;
+    let Some(id) = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .map(|b| strings(b, "erasure_id"))
+        .transpose()?
+        .and_then(|mut ids| ids.swap_remove(0))
+    else {
+        return Ok(None);
+    };
+    let steps = collect(
+        &ctx,
+        &format!(
+            "SELECT status, digests, receipt, CAST(at AS BIGINT) / 1000 AS at FROM erasures
+             WHERE erasure_id = {} ORDER BY at",
+            quote(&id)
+        ),
+    )
+    .await?;
+    let mut request = Request {
+        id,
+        requested_at: 0,
+        digests: Vec::new(),
+        done: BTreeMap::new(),
+        completed: None,
+    };
+    for batch in &steps {
+        let status = strings(batch, "status")?;
+        let receipt = strings(batch, "receipt")?;
+        let at = int64s(batch, "at")?;
+        let lists = batch
+            .column_by_name("digests")
+            .and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<datafusion::arrow::array::ListArray>()
+            })
+            .ok_or_else(|| Error::Config("erasures.digests is not a list".into()))?;
+        for i in 0..batch.num_rows() {
+            match status[i].as_deref() {
+                Some("requested") => {
+                    request.requested_at = at[i];
+                    let values = datafusion::arrow::compute::cast(
+                        &lists.value(i),
+                        &datafusion::arrow::datatypes::DataType::Utf8,
+                    )
+                    .map_err(|e| Error::Query(e.into()))?;
+                    request.digests = values
+                        .as_string::<i32>()
+                        .iter()
+                        .flatten()
+                        .map(str::to_owned)
+                        .collect();
+                }
+                Some("table_done") => {
+                    if let Some((table, receipt)) = receipt[i]
+                        .as_deref()
+                        .and_then(|r| serde_json::from_str::<(String, TableReceipt)>(r).ok())
+                    {
+                        request.done.insert(table, receipt);
+                    }
+                }
+                Some("completed") => {
+                    request.completed = receipt[i]
+                        .as_deref()
+                        .and_then(|r| serde_json::from_str(r).ok());
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(Some(request))
+}
+
+/// Removes, from every `*.jsonl` file in `dir`, the lines holding a 32-hex-digit
+/// token whose digest is erased. Rewrites by atomic rename. Returns the files changed.
+fn scrub_state(dir: &Path, digests: &HashSet<&str>) -> Result<Vec<String>> {
+    let state = |path: &Path, source| Error::State {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut changed = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(changed),
+        Err(e) => return Err(state(dir, e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| state(dir, e))?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| state(&path, e))?;
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|line| !names_erased(line, digests))
+            .collect();
+        if kept.len() == text.lines().count() {
+            continue;
+        }
+        let tmp = path.with_extension("jsonl.tmp");
+        let mut body = kept.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        std::fs::write(&tmp, body).map_err(|e| state(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| state(&path, e))?;
+        changed.push(path.display().to_string());
+    }
+    Ok(changed)
+}
+
+fn names_erased(line: &str, digests: &HashSet<&str>) -> bool {
+    line.split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|t| t.len() == 32)
+        .any(|t| digests.contains(id_digest(t).as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_only_lines_naming_the_subject() {
+        let dir = tempfile::tempdir().expect("test");
+        let a = "0123456789abcdef0123456789abcdef";
+        let b = "fedcba9876543210fedcba9876543210";
+        let path = dir.path().join("crm.failed.jsonl");
+        std::fs::write(
+            &path,
+            format!("{{\"subject_id\":\"{a}\"}}\n{{\"subject_id\":\"{b}\"}}\n"),
+        )
+        .expect("test");
+        let digest = id_digest(a);
+        let set = HashSet::from([digest.as_str()]);
+        let changed = scrub_state(dir.path(), &set).expect("test");
+        assert_eq!(changed.len(), 1);
+        let left = std::fs::read_to_string(&path).expect("test");
+        assert!(!left.contains(a));
+        assert!(left.contains(b));
+        // Again: nothing to change.
+        assert!(scrub_state(dir.path(), &set).expect("test").is_empty());
+    }
+}

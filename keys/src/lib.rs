@@ -1,0 +1,21 @@
+//! Spur's secret material on disk, in one place for every service.
+//!
+//! - [`ring`]: the HMAC key rings, one per [`Purpose`] (`analytics`, `identity`),
+//!   with rotation and retirement (`spur keys …`).
+//! - [`pseudonym`]: the keyed pseudonyms made with them (visitor ids, e-mail
+//!   addresses): the processor writes them, the GDPR commands recompute them to find
+//!   a person.
+//! - [`files`]: private files written atomically (0600, temporary file, rename,
+//!   directory sync), used by the key rings, the collector's salt and the segment
+//!   service's delivery cursors.
+//!
+//! Must never: print or log key bytes, write a key file in place, or depend on a
+//! service crate. No network I/O.
+
+pub mod error;
+pub mod files;
+pub mod pseudonym;
+pub mod ring;
+
+pub use error::{Error, Result};
+pub use ring::{KEY_LEN, KeyRing, Purpose};

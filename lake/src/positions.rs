@@ -1,0 +1,106 @@
+//! Positions in the events topic, kept in the lake: every writer that follows Kafka
+//! records, in the same Delta commit as its output, the last offset it covered per
+//! partition as a `txn` action (`app id → version`). These are the app ids, in one
+//! place, and the SQL that finds the events past a set of positions.
+//!
+//! | writer | table | app id |
+//! |---|---|---|
+//! | processor | `events`, `sessions` | `spur-processor-<table>-<topic>-<partition>` (also `watermark`, `evicted`) |
+//! | segment engine | `segment_changes` | `spur-segments-events-<partition>` |
+//! | ledger follower | `ledger` | `spur-ledger-events-<partition>`, and `spur-ledger-head` (last seq) |
+
+use std::collections::BTreeMap;
+
+use datafusion::prelude::SessionContext;
+
+use crate::error::Result;
+use crate::read::{collect, int32s, int64s};
+
+/// The processor's position of `table` (or its `watermark`/`evicted` marks) in one
+/// partition of `topic`.
+pub fn processor_app_id(table: &str, topic: &str, partition: i32) -> String {
+    format!("spur-processor-{table}-{topic}-{partition}")
+}
+
+/// The segment engine's position in one partition of the events topic.
+pub fn segments_app_id(partition: i32) -> String {
+    format!("spur-segments-events-{partition}")
+}
+
+/// The ledger follower's position in one partition of the events topic.
+pub fn ledger_app_id(partition: i32) -> String {
+    format!("spur-ledger-events-{partition}")
+}
+
+/// The ledger chain's head (last seq): one writer at a time.
+pub const LEDGER_HEAD_APP_ID: &str = "spur-ledger-head";
+
+/// SQL condition on `events`: rows past `positions` (last offset per partition).
+pub fn past_positions(positions: &BTreeMap<i32, i64>) -> String {
+    if positions.is_empty() {
+        return "true".to_owned();
+    }
+    let mut sql = String::from("kafka_offset > CASE kafka_partition");
+    for (partition, offset) in positions {
+        sql.push_str(&format!(" WHEN {partition} THEN {offset}"));
+    }
+    sql.push_str(" ELSE -1 END");
+    sql
+}
+
+/// Per partition, the last offset among the events matching the condition
+/// `new_rows`, and how many events matched.
+pub async fn new_positions(
+    ctx: &SessionContext,
+    new_rows: &str,
+) -> Result<(BTreeMap<i32, i64>, u64)> {
+    let mut marks = BTreeMap::new();
+    let mut events = 0u64;
+    for batch in &collect(
+        ctx,
+        &format!(
+            "SELECT kafka_partition AS p, max(kafka_offset) AS last, count(*) AS n
+             FROM events WHERE {new_rows} GROUP BY kafka_partition"
+        ),
+    )
+    .await?
+    {
+        let last = int64s(batch, "last")?;
+        let count = int64s(batch, "n")?;
+        for (i, partition) in int32s(batch, "p")?.into_iter().enumerate() {
+            if let Some(partition) = partition {
+                marks.insert(partition, last[i]);
+                events += u64::try_from(count[i]).unwrap_or(0);
+            }
+        }
+    }
+    Ok((marks, events))
+}
+
+/// The partitions of the events topic the lake has seen.
+pub async fn event_partitions(ctx: &SessionContext) -> Result<Vec<i32>> {
+    let mut out = Vec::new();
+    for batch in &collect(ctx, "SELECT DISTINCT kafka_partition AS p FROM events").await? {
+        out.extend(int32s(batch, "p")?.into_iter().flatten());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_positions_reads_every_partition() {
+        assert_eq!(past_positions(&BTreeMap::new()), "true");
+        let marks = BTreeMap::from([(0, 41), (3, 7)]);
+        assert_eq!(
+            past_positions(&marks),
+            "kafka_offset > CASE kafka_partition WHEN 0 THEN 41 WHEN 3 THEN 7 ELSE -1 END"
+        );
+        assert_eq!(
+            processor_app_id("events", "t", 2),
+            "spur-processor-events-t-2"
+        );
+    }
+}

@@ -96,7 +96,6 @@ pub async fn create_topics(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::mocking::MockCluster;
 
     #[test]
     fn user_properties_come_first_and_brokers_last() {
@@ -113,31 +112,5 @@ mod tests {
         let config = client_config(&kafka);
         assert_eq!(config.get("bootstrap.servers"), Some("b1:9092"));
         assert_eq!(config.get("socket.timeout.ms"), Some("1234"));
-    }
-
-    #[tokio::test]
-    async fn topics_are_created_once() -> Result<()> {
-        let cluster = MockCluster::new(1)?;
-        let kafka = KafkaSettings {
-            brokers: cluster.bootstrap_servers(),
-            ..KafkaSettings::default()
-        };
-        let spec = TopicSpec {
-            name: "spur.test.v1",
-            partitions: 2,
-            replication: 1,
-            retention: Some(Duration::from_secs(3600)),
-        };
-        let client = client_config(&kafka);
-        let first = create_topics(
-            &client,
-            std::slice::from_ref(&spec),
-            Duration::from_secs(10),
-        )
-        .await?;
-        assert_eq!(first, vec!["spur.test.v1".to_owned()]);
-        let again = create_topics(&client, &[spec], Duration::from_secs(10)).await?;
-        assert!(again.is_empty());
-        Ok(())
     }
 }

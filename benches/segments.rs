@@ -24,8 +24,8 @@
 //! Run: `cargo bench --bench segments`. Environment: `SPUR_BENCH_EVENTS` (default
 //! 10,000,000), `SPUR_BENCH_VISITORS` (default 200,000), `SPUR_BENCH_LAKE` (a
 //! directory to keep the generated lake in and reuse on the next run; default a
-//! temporary directory), `SPUR_BENCH_PYTHON` (default `python3`; needs `duckdb` and
-//! `deltalake`: `pip install duckdb deltalake`).
+//! temporary directory), `SPUR_BENCH_PYTHON` (default `python3`; needs `duckdb`,
+//! `deltalake` and `pyarrow`: `pip install duckdb 'deltalake[pyarrow]'`).
 
 use std::time::Instant;
 
@@ -221,13 +221,16 @@ fn workload_sql(ms: &dyn Fn(&str) -> String) -> String {
 }
 
 const DUCKDB_SCRIPT: &str = r#"
-import json, sys, time
+import json, os, sys, time
 import duckdb, deltalake
 root, sql = sys.argv[1], sys.stdin.read()
 con = duckdb.connect()
 con.execute("SET threads TO 2")
 started = time.monotonic()
-con.register("events", deltalake.DeltaTable(root + "/events").to_pyarrow_dataset())
+# Every Delta table of the lake (the workload reads `events` and, for identity, `ledger`).
+for name in sorted(os.listdir(root)):
+    if os.path.isdir(os.path.join(root, name, "_delta_log")):
+        con.register(name, deltalake.DeltaTable(os.path.join(root, name)).to_pyarrow_dataset())
 row = con.execute(sql).fetchone()
 elapsed = time.monotonic() - started
 # VmHWM of this process image (ru_maxrss would include the parent's peak, inherited

@@ -376,6 +376,10 @@ fn evidence(raw: Option<ConsentEvidence>) -> Result<Option<ConsentEvidence>, Ref
     // (one-click unsubscribe): a website cannot claim it. Ignored, as unknown fields
     // were before the field existed.
     e.method = None;
+    // Nor can it confirm a double opt-in: only the signed link's POST on
+    // `/v1/confirm` does (`spur_schemas::confirm`).
+    e.confirmation = false;
+    e.grant_seq = None;
     if e.purposes.iter().any(|p| !PURPOSES.contains(&p.as_str())) {
         return Err(invalid("evidence", "unknown purpose"));
     }

@@ -1,13 +1,14 @@
 //! Spur's shared vocabulary: the JSON a website sends ([`wire`]), the records the
 //! collector produces to Kafka ([`record`]), dead letters and their reason codes
 //! ([`dead_letter`]), topic names and the shared broker settings ([`kafka`]), when an identify event may
-//! link a visitor to a person ([`identify`]), and the
-//! one-click unsubscribe token ([`unsubscribe`]).
+//! link a visitor to a person ([`identify`]), the
+//! one-click unsubscribe token ([`unsubscribe`]) and the double opt-in link ([`confirm`]).
 //!
 //! This crate is a leaf: no I/O, no async, no clocks. Every service depends on it and
 //! on nothing else of Spur's, so a format change is made here, once, and versioned by
 //! [`record::SCHEMA_VERSION`].
 
+pub mod confirm;
 pub mod dead_letter;
 pub mod identify;
 pub mod kafka;

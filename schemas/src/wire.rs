@@ -101,7 +101,9 @@ pub struct ConsentEvidence {
     pub policy_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_url: Option<String>,
-    /// `true` on the event that confirms a double opt-in (the click in the e-mail).
+    /// `true` on the event that confirms a double opt-in (the click on the signed link
+    /// in the e-mail, [`crate::confirm`]). Set by the collector only: it clears it on
+    /// evidence sent by a website, so a browser cannot confirm.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub confirmation: bool,
     /// How the decision was made when not through the site's own form, e.g.
@@ -109,4 +111,8 @@ pub struct ConsentEvidence {
     /// collector only: the collector clears it on evidence sent by a website.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// The ledger seq of the marketing grant a double opt-in link confirms
+    /// ([`crate::confirm`]). Set by the collector only, like `method`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_seq: Option<i64>,
 }

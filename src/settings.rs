@@ -18,6 +18,7 @@ use spur_gdpr::residency::{self, Residency, ResidencySettings};
 use spur_gdpr::{AdminConfig, RetentionConfig};
 use spur_lake::LakeConfig;
 use spur_schemas::kafka::KafkaSettings;
+use spur_schemas::confirm::ConfirmConfig;
 use spur_schemas::unsubscribe::UnsubscribeConfig;
 use spur_telemetry::LogConfig;
 
@@ -27,6 +28,7 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub lake: LakeConfig,
     pub unsubscribe: UnsubscribeConfig,
+    pub confirm: ConfirmConfig,
     pub collector: spur_collector::Config,
     pub processor: spur_processor::Config,
     pub query: spur_query::Config,
@@ -79,13 +81,14 @@ impl Settings {
             );
         }
         let mut settings: Settings = figment.extract().context("invalid configuration")?;
-        // `[lake]` and `[unsubscribe]` are shared: each service that needs them gets
+        // `[lake]`, `[unsubscribe]` and `[confirm]` are shared: each service that needs them gets
         // them from here when it starts (their fields are not part of its own table).
         settings.processor.lake.clone_from(&settings.lake.root);
         settings
             .collector
             .unsubscribe
             .clone_from(&settings.unsubscribe);
+        settings.collector.confirm.clone_from(&settings.confirm);
         // Refused at start-up, whatever the subcommand.
         settings.residency()?;
         Ok(settings)
@@ -115,6 +118,7 @@ impl Settings {
         );
         anyhow::ensure!(!self.lake.root.trim().is_empty(), "lake.root is empty");
         self.unsubscribe.validate().map_err(anyhow::Error::msg)?;
+        self.confirm.validate().map_err(anyhow::Error::msg)?;
         self.query.validate()?;
         self.lifecycle.validate()?;
         self.segments.validate()?;
@@ -130,6 +134,7 @@ impl Settings {
             lifecycle: self.lifecycle.clone(),
             segments: self.segments.clone(),
             unsubscribe: self.unsubscribe.clone(),
+            confirm: self.confirm.clone(),
         }
     }
 }

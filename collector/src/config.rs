@@ -22,6 +22,11 @@ pub struct Config {
     /// over. Without a key, `/v1/unsubscribe` answers 404 `unsubscribe_disabled`.
     #[serde(skip)]
     pub unsubscribe: spur_schemas::unsubscribe::UnsubscribeConfig,
+    /// The double opt-in link key and validity (`[confirm]`, shared with the segment
+    /// service), handed over like `unsubscribe`. Without a key, `/v1/confirm`
+    /// answers 404 `confirm_disabled`.
+    #[serde(skip)]
+    pub confirm: spur_schemas::confirm::ConfirmConfig,
     pub limits: Limits,
     pub delivery: Delivery,
     /// A MaxMind GeoIP2/GeoLite2 City (or Country) database. Without it, events carry
@@ -58,6 +63,7 @@ impl Default for Config {
             sites: Vec::new(),
             privacy: PrivacyConfig::default(),
             unsubscribe: Default::default(),
+            confirm: Default::default(),
             limits: Limits::default(),
             delivery: Delivery::default(),
             geoip: None,

@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 
 use spur_audience::{Change, ChangeKind, Engine, LifecycleConfig, ScoringConfig};
 use spur_lake::read::{int64s, strings};
+use spur_schemas::confirm::ConfirmConfig;
 use spur_schemas::unsubscribe::UnsubscribeConfig;
 
 use crate::config::SegmentsConfig;
@@ -37,8 +38,8 @@ use crate::webhook::{Cursor, Endpoint, GiveUpLog, Outcome};
 pub use crate::outbox::Outbox;
 
 /// What the segment service runs on: the lake, the audience rules it evaluates, the
-/// sinks and the unsubscribe links it adds (`[lake]`, `[scoring]`, `[lifecycle]`,
-/// `[segments]`, `[unsubscribe]`).
+/// sinks and the unsubscribe and confirmation links it adds (`[lake]`, `[scoring]`,
+/// `[lifecycle]`, `[segments]`, `[unsubscribe]`, `[confirm]`).
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     /// Root of the Delta tables (`lake.root`).
@@ -47,6 +48,8 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     pub segments: SegmentsConfig,
     pub unsubscribe: UnsubscribeConfig,
+    /// The double opt-in links of `consent.confirmation_requested` (`[confirm]`).
+    pub confirm: ConfirmConfig,
 }
 
 /// Runs the segment service until `shutdown` resolves, with the operator endpoints
@@ -60,6 +63,7 @@ pub async fn run(
     config.lifecycle.validate()?;
     config.segments.validate()?;
     config.unsubscribe.validate().map_err(Error::Config)?;
+    config.confirm.validate().map_err(Error::Config)?;
     let health = Health::default();
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);

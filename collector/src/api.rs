@@ -2,9 +2,9 @@
 //! share one path ([`App::ingest`]): the site and origin checks, the consent
 //! resolution, the geo lookup after which the IP is dropped, validation, delivery and
 //! the accounting. Refusals are [`Rejection`]s, mapped to HTTP in [`crate::reply`].
-//! `/v1/unsubscribe` (RFC 8058 one-click unsubscribe, [`crate::unsubscribe`]) produces
-//! through the same sink with the same guarantee: 200 only once the broker
-//! acknowledged.
+//! `/v1/unsubscribe` (RFC 8058 one-click unsubscribe, [`crate::unsubscribe`]) and
+//! `/v1/confirm` (the double opt-in link, [`crate::confirm`]) produce through the same
+//! sink with the same guarantee: 200 only once the broker acknowledged.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use spur_schemas::DropReason;
+use spur_schemas::confirm::Refused;
 use spur_schemas::kafka::KafkaSettings;
 use spur_schemas::record::{Agent, PrivacySignals};
 use spur_schemas::wire::{Batch, ConsentFlags};
@@ -34,7 +35,7 @@ use crate::sink::{SendFailure, Sink};
 use crate::sites::{Site, Sites};
 use crate::tracker::Tracker;
 use crate::validate::{self, Rules};
-use crate::{client_ip, compat, unsubscribe};
+use crate::{client_ip, compat, confirm, unsubscribe};
 
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
@@ -67,6 +68,7 @@ fn header(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> 
 impl App {
     pub fn new(config: Config, kafka: &KafkaSettings) -> Result<Self> {
         config.unsubscribe.validate().map_err(Error::Config)?;
+        config.confirm.validate().map_err(Error::Config)?;
         let sites = Sites::new(&config.sites)?;
         let geo = GeoLookup::open(config.geoip.as_deref())?;
         let datacenters =
@@ -138,6 +140,21 @@ impl App {
                 ("preflight", self.preflight(req.headers()))
             }
             ("/v1/unsubscribe", method) => ("unsubscribe", self.unsubscribe(method, req).await),
+            ("/v1/confirm", method) => {
+                // A person's browser gets pages, refusals included.
+                let json = confirm::wants_json(header(req.headers(), header::ACCEPT));
+                let answer = self.confirm(method, req, json).await;
+                (
+                    "confirm",
+                    Ok(answer.unwrap_or_else(|refusal| {
+                        if json {
+                            refusal.into_response()
+                        } else {
+                            refusal.into_page(confirm::refusal_page)
+                        }
+                    })),
+                )
+            }
             ("/p.gif", _) if get => ("pixel", self.pixel(peer, req).await),
             ("/spur.js", _) if get => ("tracker", Ok(self.tracker.serve(req.headers()))),
             ("/livez", _) if get => (
@@ -346,6 +363,84 @@ impl App {
         ))
     }
 
+    /// `/v1/confirm?token=…`, the double opt-in link ([`crate::confirm`]). `GET` and
+    /// `HEAD` verify the token and answer the page with the button, changing nothing;
+    /// `POST` verifies it again and produces one record confirming the marketing grant
+    /// the token names, answered 200 once the broker acknowledged it. Pages, or JSON
+    /// when `json`.
+    ///
+    /// Like `/v1/unsubscribe`, the client address is not read and only
+    /// `spur_collector_requests_total{endpoint="confirm"}` counts it.
+    async fn confirm<B>(
+        &self,
+        method: Method,
+        req: Request<B>,
+        json: bool,
+    ) -> Result<Response<Body>, Rejection>
+    where
+        B: hyper::body::Body + Unpin,
+        B::Data: Into<Bytes>,
+    {
+        let Some(key) = &self.config.confirm.key else {
+            return Err(Rejection::ConfirmDisabled);
+        };
+        let post = method == Method::POST;
+        if !post && method != Method::GET && method != Method::HEAD {
+            return Err(Rejection::MethodNotAllowed {
+                allow: "GET, HEAD, POST",
+            });
+        }
+        let token = unsubscribe::token_param(req.uri().query()).unwrap_or_default();
+        let confirmation = spur_schemas::confirm::verify(
+            key.expose().as_bytes(),
+            &token,
+            now_ms().div_euclid(1000),
+        )
+        .map_err(|refused| match refused {
+            Refused::Invalid => Rejection::ConfirmInvalid,
+            Refused::Expired => Rejection::ConfirmExpired,
+        })?;
+        if !post {
+            return Ok(if json {
+                json_response(StatusCode::OK, &json!({ "valid": true }))
+            } else {
+                reply::html_response(StatusCode::OK, confirm::form_page())
+            });
+        }
+        let (parts, body) = req.into_parts();
+        let declared = header(&parts.headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
+        let body = reply::read_body(
+            body,
+            declared,
+            confirm::MAX_BODY_BYTES,
+            self.config.limits.body_read_timeout,
+        )
+        .await?;
+        if !confirm::body_is_acceptable(header(&parts.headers, header::CONTENT_TYPE), &body) {
+            return Err(Rejection::ConfirmNotForm);
+        }
+        let retry_after = self.config.delivery.retry_after;
+        if !self.sink.is_up() {
+            return Err(Rejection::BrokerUnavailable { retry_after });
+        }
+        let record = confirm::confirmation_record(&confirmation, now_ms());
+        let outgoing = Item::Event(Box::new(record)).to_outgoing();
+        let results = self.sink.send_all(std::slice::from_ref(&outgoing)).await;
+        if results.iter().any(Result::is_err) {
+            let queue_full = results.iter().any(|r| r == &Err(SendFailure::QueueFull));
+            tracing::warn!(queue_full, "confirmation not acknowledged by the broker");
+            return Err(Rejection::NotAcknowledged {
+                accepted: 0,
+                retry_after,
+            });
+        }
+        Ok(if json {
+            json_response(StatusCode::OK, &json!({ "confirmed": true }))
+        } else {
+            reply::html_response(StatusCode::OK, confirm::confirmed_page())
+        })
+    }
+
     /// The shared tracking path. Returns the number of accepted events and the
     /// dead-lettered ones (index, reason, detail).
     pub async fn ingest(
@@ -474,10 +569,7 @@ impl App {
             sent_at: envelope.sent_at.clone(),
             consent,
             signals,
-            persistent_id: envelope
-                .visitor_id
-                .clone()
-                .filter(|id| validate::valid_id(id)),
+            visitor_id: envelope.visitor_id.clone(),
             cookieless_id: self
                 .salt
                 .cookieless_id(&site.id, ip, user_agent, received_at),

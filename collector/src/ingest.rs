@@ -2,6 +2,12 @@
 //! choice, validation, time placement and record assembly. Pure functions over the
 //! request's context; the HTTP layer ([`crate::api`]) supplies the context and sends
 //! the result.
+//!
+//! The visitor-id rule: a request without `visitor_id` (the tracker before analytics
+//! consent) gets the cookieless daily id. A request whose `visitor_id` is present but
+//! malformed has each of its events dead-lettered as `invalid_visitor_id`: replacing
+//! the id with the cookieless one would silently merge unrelated visitors under one
+//! id, so the client is told instead (the 202's `dead_lettered`).
 
 use serde_json::value::RawValue;
 use spur_schemas::ReasonCode;
@@ -17,7 +23,10 @@ use crate::clock::{self, ClockRules};
 use crate::config::DntPolicy;
 use crate::sink::{Dest, Outgoing};
 use crate::sites::Site;
-use crate::validate::{self, Rules};
+use crate::validate::{self, Refusal, Rules};
+
+/// The dead-letter detail of [`ReasonCode::InvalidVisitorId`]: the rule, never the id.
+pub const INVALID_VISITOR_ID: &str = "visitor_id: not 8-64 of [A-Za-z0-9_-]";
 
 /// The parts of a tracking request the shared path needs.
 #[derive(Debug)]
@@ -57,8 +66,9 @@ pub struct Context<'a> {
     pub sent_at: Option<serde_json::Number>,
     pub consent: ConsentFlags,
     pub signals: PrivacySignals,
-    /// The tracker's visitor id, if it sent a well-formed one.
-    pub persistent_id: Option<String>,
+    /// The tracker's visitor id as the request sent it (checked here, per event: see
+    /// the visitor-id rule above).
+    pub visitor_id: Option<String>,
     /// The cookieless id of this sender today.
     pub cookieless_id: String,
     pub geo: Geo,
@@ -100,7 +110,7 @@ impl Item {
 /// analytics consent; a consent event also carries it without (a withdrawal must name
 /// whom it concerns); otherwise the cookieless id.
 fn visitor(ctx: &Context<'_>, payload: &Payload) -> Visitor {
-    match &ctx.persistent_id {
+    match &ctx.visitor_id {
         Some(id) if ctx.consent.analytics || payload.event_type() == EventType::Consent => {
             Visitor {
                 kind: VisitorKind::Persistent,
@@ -126,7 +136,17 @@ pub fn build(
         .enumerate()
         .map(|(index, raw)| {
             let bytes = raw.get().as_bytes();
-            match validate::validate(bytes, ctx.site, rules) {
+            let checked =
+                validate::validate(bytes, ctx.site, rules).and_then(|ev| match &ctx.visitor_id {
+                    Some(id) if !validate::valid_id(id) => Err(Refusal {
+                        reason: ReasonCode::InvalidVisitorId,
+                        detail: INVALID_VISITOR_ID.to_owned(),
+                        event_id: ev.id,
+                        event_type: Some(ev.payload.event_type()),
+                    }),
+                    _ => Ok(ev),
+                });
+            match checked {
                 Ok(ev) => {
                     let placement = clock::place(
                         ctx.received_at,
@@ -232,7 +252,7 @@ mod tests {
             sent_at: None,
             consent: ConsentFlags::default(),
             signals: PrivacySignals::default(),
-            persistent_id: Some("visitor-1234".into()),
+            visitor_id: Some("visitor-1234".into()),
             cookieless_id: "c".repeat(32),
             geo: Geo::default(),
             agent: Agent::default(),
@@ -288,6 +308,93 @@ mod tests {
         match &with[0] {
             Item::Event(r) => assert_eq!(r.event_id.len(), 32),
             Item::Dead(_) => panic!("accepted"),
+        }
+    }
+
+    /// Regression: a malformed `visitor_id` was silently replaced by the cookieless
+    /// id, merging unrelated visitors (issue 11). It is now dead-lettered per event.
+    #[test]
+    fn a_malformed_visitor_id_is_dead_lettered_not_replaced() {
+        let sites = Sites::new(&[SiteConfig {
+            id: "shop".into(),
+            hosts: vec!["shop.example".into()],
+        }])
+        .expect("sites");
+        let events: Vec<Box<RawValue>> = [
+            r#"{"type":"pageview","id":"evt-00000001","url":"https://shop.example/"}"#,
+            r#"{"type":"consent","purposes":{"analytics":"granted"}}"#,
+            r#"{"type":"pageview"}"#,
+        ]
+        .iter()
+        .map(|s| RawValue::from_string((*s).to_owned()).expect("json"))
+        .collect();
+        let rules = Rules {
+            max_event_bytes: 4096,
+            allowed_query_params: vec![],
+        };
+        let clock_rules = ClockRules {
+            skew_tolerance: Duration::from_secs(60),
+            max_age: Duration::from_secs(3600),
+        };
+        let build_with = |visitor_id: Option<&str>, analytics: bool| {
+            let ctx = Context {
+                site: sites.get("shop").expect("site"),
+                received_at: 1_764_426_000_000,
+                sent_at: None,
+                consent: ConsentFlags {
+                    analytics,
+                    marketing: false,
+                },
+                signals: PrivacySignals::default(),
+                visitor_id: visitor_id.map(str::to_owned),
+                cookieless_id: "c".repeat(32),
+                geo: Geo::default(),
+                agent: Agent::default(),
+            };
+            build(&ctx, &events, &rules, clock_rules)
+        };
+        let long = "v".repeat(65);
+        for bad in ["short", "", "has space1", "visitor.id.1", long.as_str()] {
+            for analytics in [true, false] {
+                let items = build_with(Some(bad), analytics);
+                let dead: Vec<&DeadLetter> = items
+                    .iter()
+                    .map(|i| match i {
+                        Item::Dead(dl) => dl,
+                        Item::Event(r) => panic!("{bad:?} accepted as {:?}", r.visitor),
+                    })
+                    .collect();
+                assert_eq!(dead[0].reason, ReasonCode::InvalidVisitorId, "{bad:?}");
+                assert_eq!(dead[0].detail, INVALID_VISITOR_ID);
+                assert_eq!(dead[0].event_id.as_deref(), Some("evt-00000001"));
+                assert_eq!(dead[0].event_type.as_deref(), Some("pageview"));
+                assert_eq!(dead[1].reason, ReasonCode::InvalidVisitorId);
+                assert_eq!(dead[1].event_type.as_deref(), Some("consent"));
+                // An event that is itself broken keeps its own reason.
+                assert_eq!(dead[2].reason, ReasonCode::MissingField);
+                for dl in &dead {
+                    let json = serde_json::to_string(dl).expect("json");
+                    assert!(
+                        bad.is_empty() || !json.contains(bad),
+                        "the id must not be echoed: {json}"
+                    );
+                }
+            }
+        }
+        // No id at all: the cookieless id, as before analytics consent.
+        let none = build_with(None, false);
+        assert!(
+            matches!(&none[0], Item::Event(r) if r.visitor.kind == VisitorKind::Cookieless
+                && r.visitor.id == "c".repeat(32))
+        );
+        // The bounds themselves are fine.
+        for good in ["12345678", &"v".repeat(64)[..]] {
+            let items = build_with(Some(good), true);
+            assert!(
+                matches!(&items[0], Item::Event(r) if r.visitor.kind == VisitorKind::Persistent
+                    && r.visitor.id == good),
+                "{good}"
+            );
         }
     }
 }

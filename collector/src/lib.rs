@@ -6,7 +6,8 @@
 //! core (consent, visitor id, record assembly) over [`validate`] and [`clock`];
 //! [`geo`], [`agent`], [`salt`] and [`client_ip`] enrich; [`sink`] talks to Kafka;
 //! [`reply`] maps every refusal to HTTP; [`metrics`] keeps the accounting;
-//! [`unsubscribe`] is the one-click unsubscribe (RFC 8058) of marketing e-mails.
+//! [`unsubscribe`] is the one-click unsubscribe (RFC 8058) of marketing e-mails and
+//! [`confirm`] the double opt-in link (`/v1/confirm`).
 
 pub mod agent;
 pub mod api;
@@ -14,6 +15,7 @@ pub mod client_ip;
 pub mod clock;
 pub mod compat;
 pub mod config;
+pub mod confirm;
 pub mod error;
 pub mod geo;
 pub mod ingest;

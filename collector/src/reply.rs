@@ -1,6 +1,7 @@
 //! HTTP answers: every refusal the collector gives is a [`Rejection`], mapped to a
 //! status, a machine-readable code and a sentence in exactly one place
-//! ([`Rejection::into_response`]). Also the body reader with its size limit.
+//! ([`Rejection::into_response`], or [`Rejection::into_page`] for the pages a person
+//! sees). Also the body reader with its size limit.
 
 use std::time::Duration;
 
@@ -48,6 +49,16 @@ pub enum Rejection {
     /// Any method but POST on `/v1/unsubscribe`: link scanners open links, and opening
     /// one must not unsubscribe anyone (RFC 8058 §3).
     OneClickOnly,
+    /// `/v1/confirm` without `confirm.key` configured.
+    ConfirmDisabled,
+    /// A confirmation token that is missing, malformed or not signed by the key.
+    ConfirmInvalid,
+    /// A confirmation token signed by the key whose time is over. Told apart from
+    /// [`Rejection::ConfirmInvalid`] only after the signature verified, so it reveals
+    /// nothing to someone without a real link.
+    ConfirmExpired,
+    /// A confirmation POST whose body is neither empty nor a form.
+    ConfirmNotForm,
 }
 
 impl Rejection {
@@ -60,21 +71,28 @@ impl Rejection {
             Rejection::BodyUnreadable | Rejection::Malformed(_) | Rejection::NotOneClick(_) => {
                 StatusCode::BAD_REQUEST
             }
-            Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Rejection::UnknownSite | Rejection::OriginNotAllowed | Rejection::InvalidToken => {
-                StatusCode::FORBIDDEN
+            Rejection::UnsupportedMediaType | Rejection::ConfirmNotForm => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
+            Rejection::UnknownSite
+            | Rejection::OriginNotAllowed
+            | Rejection::InvalidToken
+            | Rejection::ConfirmInvalid
+            | Rejection::ConfirmExpired => StatusCode::FORBIDDEN,
             Rejection::BrokerUnavailable { .. } | Rejection::NotAcknowledged { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Rejection::NotFound | Rejection::UnsubscribeDisabled => StatusCode::NOT_FOUND,
+            Rejection::NotFound | Rejection::UnsubscribeDisabled | Rejection::ConfirmDisabled => {
+                StatusCode::NOT_FOUND
+            }
             Rejection::MethodNotAllowed { .. } | Rejection::OneClickOnly => {
                 StatusCode::METHOD_NOT_ALLOWED
             }
         }
     }
 
-    fn code_and_message(&self) -> (&'static str, String) {
+    /// The machine-readable code and the sentence of the answer.
+    pub fn code_and_message(&self) -> (&'static str, String) {
         match self {
             Rejection::BodyTooLarge { limit } => (
                 "body_too_large",
@@ -125,13 +143,43 @@ impl Rejection {
                 "method_not_allowed",
                 "unsubscribing takes the mail program's one-click unsubscribe (a POST, RFC 8058); opening this link changes nothing".into(),
             ),
+            Rejection::ConfirmDisabled => (
+                "confirm_disabled",
+                "double opt-in confirmation is not enabled on this collector".into(),
+            ),
+            Rejection::ConfirmInvalid => (
+                "invalid_token",
+                "this confirmation link is not valid".into(),
+            ),
+            Rejection::ConfirmExpired => (
+                "expired_token",
+                "this confirmation link has expired; sign up again to get a new one".into(),
+            ),
+            Rejection::ConfirmNotForm => (
+                "unsupported_media_type",
+                "a confirmation is an empty body or a form (application/x-www-form-urlencoded or multipart/form-data)".into(),
+            ),
         }
     }
 
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         let (code, message) = self.code_and_message();
-        let mut response = json_response(status, &json!({ "error": code, "message": message }));
+        let response = json_response(status, &json!({ "error": code, "message": message }));
+        self.with_headers(response)
+    }
+
+    /// The same refusal (status and headers) as an HTML page for a person in a
+    /// browser; `render` makes the page from the code and the sentence.
+    pub fn into_page(self, render: impl FnOnce(&'static str, &str) -> String) -> Response<Body> {
+        let (code, message) = self.code_and_message();
+        let response = html_response(self.status(), render(code, &message));
+        self.with_headers(response)
+    }
+
+    /// The headers a refusal carries besides its body: `Retry-After`, `Allow`,
+    /// `Connection: close`.
+    fn with_headers(self, mut response: Response<Body>) -> Response<Body> {
         let headers = response.headers_mut();
         match self {
             Rejection::BrokerUnavailable { retry_after }
@@ -165,6 +213,43 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<B
         HeaderValue::from_static("application/json"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// The policy of every HTML page the collector serves: nothing may load, run, frame
+/// or be framed; forms post to the collector only; the one inline style block is
+/// allowed by its hash ([`PAGE_STYLE`]).
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'sha256-Bf8biWZvvuunYfo38X8PZ0w3pCrXzm0gI7aJyBO/O2g='; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The style block of the collector's HTML pages, allowed by hash in [`PAGE_CSP`]:
+/// change both together (a unit test checks the hash).
+pub const PAGE_STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;margin:0;padding:2rem 1rem;color:#222;background:#f6f6f4}main{max-width:32rem;margin:auto;background:#fff;padding:1.5rem 2rem;border-radius:8px}button{font:inherit;padding:.6rem 1.2rem;border:0;border-radius:6px;background:#1d5fd1;color:#fff;cursor:pointer}.note{color:#666;font-size:.9rem}";
+
+/// A self-contained HTML page (no external resource, no script): never cached,
+/// framed, indexed or sent as a referrer.
+pub fn html_response(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert("x-robots-tag", HeaderValue::from_static("noindex"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
@@ -248,6 +333,57 @@ mod tests {
         });
         let refused = read_body(StreamBody::new(endless), None, 5, Duration::from_secs(5)).await;
         assert_eq!(refused, Err(Rejection::BodyTooLarge { limit: 5 }));
+    }
+
+    #[test]
+    fn the_page_policy_allows_exactly_the_page_style() {
+        use sha2::{Digest, Sha256};
+        // Standard base64 with padding, as CSP hash sources are written.
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let digest = Sha256::digest(PAGE_STYLE.as_bytes());
+        let mut encoded = String::new();
+        for chunk in digest.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    encoded.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    encoded.push('=');
+                }
+            }
+        }
+        assert!(
+            PAGE_CSP.contains(&format!("style-src 'sha256-{encoded}';")),
+            "update PAGE_CSP: style-src 'sha256-{encoded}'"
+        );
+        let response = html_response(StatusCode::OK, "<p>x</p>".into());
+        let h = response.headers();
+        assert_eq!(h[header::CONTENT_SECURITY_POLICY], PAGE_CSP);
+        assert_eq!(h[header::CACHE_CONTROL], "no-store");
+        assert_eq!(h[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(h["x-robots-tag"], "noindex");
+    }
+
+    #[test]
+    fn pages_keep_the_status_and_headers_of_the_refusal() {
+        let page = Rejection::BrokerUnavailable {
+            retry_after: Duration::from_secs(7),
+        }
+        .into_page(|code, message| format!("<p>{code}: {message}</p>"));
+        assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(page.headers()[header::RETRY_AFTER], "7");
+        assert_eq!(
+            page.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        let page = Rejection::MethodNotAllowed {
+            allow: "GET, HEAD, POST",
+        }
+        .into_page(|code, _| code.to_owned());
+        assert_eq!(page.headers()[header::ALLOW], "GET, HEAD, POST");
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub const PURPOSE: &str = "marketing";
 const FIELD: &str = "List-Unsubscribe";
 const VALUE: &str = "One-Click";
 
-/// The `token` query parameter (the first one, percent-decoded).
+/// The `token` query parameter (the first one, percent-decoded); also the confirmation
+/// link's (`/v1/confirm`).
 pub fn token_param(query: Option<&str>) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == "token")

@@ -545,4 +545,34 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
     }
+
+    /// Only the signed link's POST on `/v1/confirm` confirms a double opt-in: a
+    /// website's `identify` or `consent` claiming `confirmation`, the link's `method`
+    /// or a `grant_seq` keeps its other evidence and loses those three.
+    #[test]
+    fn websites_cannot_confirm_a_double_opt_in() {
+        let claim = r#""evidence":{"purposes":["marketing"],"text":"Send me news",
+            "confirmation":true,"method":"double_opt_in_link","grant_seq":7}"#;
+        for json in [
+            format!(r#"{{"type":"consent","purposes":{{"marketing":"granted"}},{claim}}}"#),
+            format!(r#"{{"type":"identify","email":"a@shop.example",{claim}}}"#),
+        ] {
+            let evidence = match check(&json).expect("valid").payload {
+                Payload::Consent { evidence, .. } | Payload::Identify { evidence, .. } => {
+                    evidence.expect("evidence")
+                }
+                other => panic!("unexpected {other:?}"),
+            };
+            assert!(!evidence.confirmation, "{json}");
+            assert_eq!(evidence.method, None, "{json}");
+            assert_eq!(evidence.grant_seq, None, "{json}");
+            assert_eq!(evidence.purposes, vec!["marketing"]);
+            assert_eq!(evidence.text.as_deref(), Some("Send me news"));
+            let serialised = serde_json::to_value(&evidence).expect("json");
+            assert_eq!(
+                serialised,
+                serde_json::json!({"purposes": ["marketing"], "text": "Send me news"})
+            );
+        }
+    }
 }

@@ -26,18 +26,23 @@ pub enum ReasonCode {
     UnknownType,
     /// The event's page is on a host the site has not registered.
     HostNotAllowed,
+    /// The request's `visitor_id` is present but not a well-formed id (8 to 64 of
+    /// `[A-Za-z0-9_-]`). Refused rather than replaced by the cookieless id, which
+    /// would silently merge unrelated visitors.
+    InvalidVisitorId,
     /// The processor could not decode the record (wrong version, corrupt JSON).
     Undecodable,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 7] = [
+    pub const ALL: [ReasonCode; 8] = [
         ReasonCode::Size,
         ReasonCode::Malformed,
         ReasonCode::MissingField,
         ReasonCode::InvalidField,
         ReasonCode::UnknownType,
         ReasonCode::HostNotAllowed,
+        ReasonCode::InvalidVisitorId,
         ReasonCode::Undecodable,
     ];
 
@@ -49,6 +54,7 @@ impl ReasonCode {
             ReasonCode::InvalidField => "invalid_field",
             ReasonCode::UnknownType => "unknown_type",
             ReasonCode::HostNotAllowed => "host_not_allowed",
+            ReasonCode::InvalidVisitorId => "invalid_visitor_id",
             ReasonCode::Undecodable => "undecodable",
         }
     }

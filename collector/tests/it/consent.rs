@@ -1,6 +1,7 @@
-//! Consent at the door: no analytics consent means no persistent id; `Sec-GPC` and
-//! DNT remove the marketing purpose; unknown sites and foreign origins are refused,
-//! forged origins do not smuggle in foreign pages.
+//! Consent at the door: no analytics consent means no persistent id; a malformed
+//! visitor id is dead-lettered, never replaced; `Sec-GPC` and DNT remove the marketing
+//! purpose; unknown sites and foreign origins are refused, forged origins do not
+//! smuggle in foreign pages.
 
 use std::time::Duration;
 
@@ -72,6 +73,103 @@ async fn without_analytics_consent_there_is_no_persistent_id() {
         with[0]["visitor"],
         json!({"kind": "persistent", "id": "tracker-id-kept-01"})
     );
+    h.stop().await;
+}
+
+/// Regression (issue 11): a `visitor_id` that is present but malformed was silently
+/// replaced by the cookieless id, merging unrelated visitors. Each event is now
+/// dead-lettered as `invalid_visitor_id`, with or without analytics consent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_visitor_id_is_dead_lettered_not_merged() {
+    let h = Harness::start(config()).await;
+    let (a, b, c, d) = (eid(), eid(), eid(), eid());
+    let pv = |id: &str| json!({"type": "pageview", "id": id, "url": "https://shop.example/"});
+    let cases = [
+        (json!({"analytics": true}), "short", &a, &b),
+        (json!({"analytics": false}), "bad id with spaces", &c, &d),
+    ];
+    for (consent, visitor, first, second) in &cases {
+        let body = json!({"site": "shop", "consent": consent, "visitor_id": visitor,
+                          "events": [pv(first), pv(second), {"type": "pageview", "url": "https://evil.example/"}]});
+        let r = h.send(Req::batch(body)).await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        let answer = r.json();
+        assert_eq!(answer["accepted"], 0, "{answer}");
+        assert_eq!(
+            answer["dead_lettered"],
+            json!([
+                {"index": 0, "reason": "invalid_visitor_id", "detail": "visitor_id: not 8-64 of [A-Za-z0-9_-]"},
+                {"index": 1, "reason": "invalid_visitor_id", "detail": "visitor_id: not 8-64 of [A-Za-z0-9_-]"},
+                {"index": 2, "reason": "host_not_allowed", "detail": "url: host not registered for the site"},
+            ])
+        );
+    }
+    let brokers = h.kafka.brokers.clone();
+    let produced = tokio::task::spawn_blocking(move || {
+        read_topic(
+            &brokers,
+            spur_schemas::kafka::TOPIC_EVENTS,
+            "\"shop\"",
+            usize::MAX,
+            Duration::from_secs(3),
+        )
+    })
+    .await
+    .expect("reader");
+    for id in [&a, &b, &c, &d] {
+        assert!(
+            !produced.iter().any(|r| r["event_id"] == id.as_str()),
+            "{id} produced"
+        );
+    }
+    // On the dead-letter topic, named by event id, without the visitor id.
+    let brokers = h.kafka.brokers.clone();
+    let marker = a.clone();
+    let dead = tokio::task::spawn_blocking(move || {
+        read_topic(
+            &brokers,
+            spur_schemas::kafka::TOPIC_DEAD_LETTER,
+            &marker,
+            1,
+            Duration::from_secs(20),
+        )
+    })
+    .await
+    .expect("reader");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["reason"], "invalid_visitor_id");
+    assert_eq!(dead[0]["event_type"], "pageview");
+    assert_eq!(dead[0]["site_id"], "shop");
+    assert!(!dead[0].to_string().contains("short"), "{}", dead[0]);
+    assert_eq!(
+        h.metric(
+            "spur_collector_events_dead_lettered_total",
+            &[("site", "shop"), ("reason", "invalid_visitor_id")]
+        ),
+        4.0
+    );
+    let site = [("site", "shop")];
+    assert_eq!(h.metric("spur_collector_events_received_total", &site), 6.0);
+    assert_eq!(
+        h.metric("spur_collector_events_dead_lettered_total", &site),
+        6.0
+    );
+
+    // No visitor id at all (the tracker before analytics consent), or null: the
+    // cookieless id, as before.
+    let (e, f) = (eid(), eid());
+    for (id, body) in [
+        (&e, json!({"site": "shop", "events": [pv(&e)]})),
+        (
+            &f,
+            json!({"site": "shop", "visitor_id": null, "events": [pv(&f)]}),
+        ),
+    ] {
+        let r = h.send(Req::batch(body)).await;
+        assert_eq!(r.json()["accepted"], 1, "{:?}", r.body);
+        let records = records_for(&h, id, 1).await;
+        assert_eq!(records[0]["visitor"]["kind"], "cookieless");
+    }
     h.stop().await;
 }
 

@@ -78,7 +78,7 @@ fn check_batch(body: &[u8]) {
                 sent_at: batch.sent_at.clone(),
                 consent: batch.consent.unwrap_or(ConsentFlags::default()),
                 signals: PrivacySignals::default(),
-                persistent_id: batch.visitor_id.clone(),
+                visitor_id: batch.visitor_id.clone(),
                 cookieless_id: "c".repeat(32),
                 geo: Geo::default(),
                 agent: Agent::default(),

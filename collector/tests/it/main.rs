@@ -4,6 +4,7 @@
 
 mod broker;
 mod common;
+mod confirm;
 mod connections;
 mod consent;
 mod delivery;

@@ -135,6 +135,7 @@ impl Settings {
             segments: self.segments.clone(),
             unsubscribe: self.unsubscribe.clone(),
             confirm: self.confirm.clone(),
+            keys_dir: Some(self.processor.keys_dir.clone()),
         }
     }
 }

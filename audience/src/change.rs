@@ -16,14 +16,19 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use spur_lake::model::SegmentChangeRow;
 use spur_schemas::time::{date, rfc3339_ms};
+use spur_schemas::confirm::ConfirmConfig;
 use spur_schemas::unsubscribe::UnsubscribeConfig;
 
-/// Entered or exited.
+/// Entered or exited a segment, or a request to confirm marketing consent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     Entered,
     Exited,
+    /// A marketing grant that waits for its double opt-in confirmation: the mailer
+    /// sends `confirm_url` to `contact.email`. Its row has no segment, and `reason`
+    /// `grant:<ledger seq>` names the grant.
+    ConfirmationRequested,
 }
 
 impl ChangeKind {
@@ -32,14 +37,17 @@ impl ChangeKind {
         match self {
             ChangeKind::Entered => "entered",
             ChangeKind::Exited => "exited",
+            ChangeKind::ConfirmationRequested => "confirmation_requested",
         }
     }
 
-    /// The event type: `segment.entered` or `segment.exited`.
+    /// The event type: `segment.entered`, `segment.exited` or
+    /// `consent.confirmation_requested`.
     pub fn event_type(self) -> &'static str {
         match self {
             ChangeKind::Entered => "segment.entered",
             ChangeKind::Exited => "segment.exited",
+            ChangeKind::ConfirmationRequested => "consent.confirmation_requested",
         }
     }
 
@@ -47,9 +55,23 @@ impl ChangeKind {
         match text {
             "entered" => Some(ChangeKind::Entered),
             "exited" => Some(ChangeKind::Exited),
+            "confirmation_requested" => Some(ChangeKind::ConfirmationRequested),
             _ => None,
         }
     }
+}
+
+/// The `reason` of a [`ChangeKind::ConfirmationRequested`] for grant `seq`.
+pub fn grant_reason(seq: i64) -> String {
+    format!("grant:{seq}")
+}
+
+/// Where the mailer sends: the subject's address, opened from the contact vault at
+/// send time (only for subjects with valid marketing consent, or for a confirmation
+/// request; only to sinks with `include_contact`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Contact {
+    pub email: String,
 }
 
 /// One decided membership change.
@@ -59,6 +81,8 @@ pub struct Change {
     pub id: String,
     /// Decision order, from 1, without gaps.
     pub seq: i64,
+    /// Empty (and absent from the body) for a confirmation request.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub segment: String,
     pub subject_id: String,
     pub change: ChangeKind,
@@ -71,6 +95,16 @@ pub struct Change {
     /// Deterministic, so a redelivery carries the same body.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsubscribe_url: Option<String>,
+    /// A confirmation request's signed, expiring link (`[confirm]`): a GET shows a
+    /// button, its POST confirms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_url: Option<String>,
+    /// When `confirm_url` stops working, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_expires_at: Option<String>,
+    /// The address to send to; see [`Contact`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Contact>,
     /// When the evaluation that decided it ran, ms since the epoch.
     #[serde(skip)]
     pub at_ms: i64,
@@ -100,8 +134,58 @@ impl Change {
             change,
             reason: reason.to_owned(),
             unsubscribe_url: None,
+            confirm_url: None,
+            confirm_expires_at: None,
+            contact: None,
             at_ms,
         }
+    }
+
+    /// The ledger seq of the grant a confirmation request is for.
+    pub fn grant_seq(&self) -> Option<i64> {
+        if self.change != ChangeKind::ConfirmationRequested {
+            return None;
+        }
+        self.reason.strip_prefix("grant:")?.parse().ok()
+    }
+
+    /// Whether the mailer may get the subject's address with this change: a
+    /// confirmation request, an entry (members have valid consent), or an exit that
+    /// is not about consent ending.
+    pub fn may_carry_contact(&self) -> bool {
+        match self.change {
+            ChangeKind::ConfirmationRequested | ChangeKind::Entered => true,
+            ChangeKind::Exited => !matches!(
+                self.reason.as_str(),
+                "consent_withdrawn" | "unsubscribed" | "erased"
+            ),
+        }
+    }
+
+    /// Adds the confirmation link of a confirmation request (`[confirm]`), expiring
+    /// `valid_for` after the request was decided. Deterministic, like the unsubscribe
+    /// link.
+    pub fn with_confirm_link(mut self, confirm: &ConfirmConfig) -> Change {
+        if let Some(grant) = self.grant_seq() {
+            self.confirm_url = confirm.link(&self.subject_id, grant, self.at_ms);
+            if self.confirm_url.is_some() {
+                self.confirm_expires_at =
+                    Some(rfc3339_ms(confirm.expires_at(self.at_ms).saturating_mul(1000)));
+            }
+        }
+        self
+    }
+
+    /// The body without the address, for sinks without `include_contact`.
+    pub fn body_without_contact(&self) -> Vec<u8> {
+        if self.contact.is_none() {
+            return self.body();
+        }
+        Change {
+            contact: None,
+            ..self.clone()
+        }
+        .body()
     }
 
     /// Adds the subject's one-click unsubscribe URL (`url?token=…`, the token binding

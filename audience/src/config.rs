@@ -18,10 +18,15 @@ pub struct LifecycleConfig {
     /// Stages after `anonymous`, in order: a subject is in the last stage whose rule
     /// holds (an SQL condition over the profile columns), else `anonymous`.
     pub stages: Vec<Stage>,
-    /// Marketing consent counts only once confirmed (double opt-in: the click in the
-    /// confirmation e-mail, sent as evidence with `confirmation: true`). On by
+    /// Marketing consent counts only once confirmed (double opt-in: the POST behind
+    /// the signed link of a `consent.confirmation_requested`, `[confirm]`). On by
     /// default; turn off only where single opt-in is lawful for you.
     pub double_opt_in: bool,
+    /// While a subject's marketing consent waits for confirmation, at most one
+    /// `consent.confirmation_requested` per this interval, however often the
+    /// consent is granted again (banners resend it).
+    #[serde(with = "humantime_serde")]
+    pub confirmation_interval: std::time::Duration,
 }
 
 impl Default for LifecycleConfig {
@@ -41,6 +46,7 @@ impl Default for LifecycleConfig {
                 ),
             ],
             double_opt_in: true,
+            confirmation_interval: std::time::Duration::from_secs(86_400),
         }
     }
 }

@@ -23,15 +23,17 @@
 //! `unsubscribed` (one-click unsubscribe), `consent_withdrawn`, `subject_merged` (an anonymous subject that is now part of an
 //! identified one), `segment_removed` (no longer configured) or `no_longer_matched`.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use datafusion::prelude::SessionContext;
-use spur_lake::positions::{event_partitions, new_positions, past_positions, segments_app_id};
+use spur_lake::positions::{
+    SEGMENTS_LEDGER_APP_ID, event_partitions, new_positions, past_positions, segments_app_id,
+};
 use spur_lake::read::{booleans, collect, int64s, quote, strings};
 use spur_lake::{Lake, TableKind, erased_digests, id_digest, segment_changes_batch};
 use tracing::{debug, info};
 
-use crate::change::{Change, ChangeKind};
+use crate::change::{Change, ChangeKind, grant_reason};
 use crate::config::{LifecycleConfig, SegmentDef};
 use crate::error::{Error, Result};
 use crate::identity::SUBJECTS_SQL;
@@ -72,6 +74,12 @@ pub struct Engine {
     ledger: Ledger,
     /// Version of `erasures` whose suppression list was applied.
     erasures_seen: Option<i64>,
+    /// Last ledger seq considered (committed as `spur-segments-ledger`).
+    ledger_seen: i64,
+    /// Version of `ledger` the last successful step looked at.
+    ledger_version_seen: Option<i64>,
+    /// Subject → when its last confirmation request was decided, ms.
+    requested: HashMap<String, i64>,
 }
 
 impl Engine {
@@ -121,7 +129,41 @@ impl Engine {
                 watermarks.insert(partition, offset);
             }
         }
+        // Without a recorded position (a lake from before confirmation requests), the
+        // engine starts at the ledger's head: old grants get no request.
+        let ledger_seen = match lake
+            .txn_version(TableKind::SegmentChanges, SEGMENTS_LEDGER_APP_ID)
+            .await?
+        {
+            Some(seq) => seq,
+            None => {
+                let head = collect(&ctx, "SELECT max(seq) AS seq FROM ledger").await?;
+                head.first()
+                    .filter(|b| b.num_rows() > 0)
+                    .map(|b| int64s(b, "seq"))
+                    .transpose()?
+                    .map_or(0, |s| s[0])
+            }
+        };
+        let mut requested = HashMap::new();
+        for batch in &collect(
+            &ctx,
+            "SELECT subject_id, CAST(max(at) AS BIGINT) / 1000 AS at FROM segment_changes
+             WHERE change = 'confirmation_requested' GROUP BY subject_id",
+        )
+        .await?
+        {
+            let at = int64s(batch, "at")?;
+            for (i, subject) in strings(batch, "subject_id")?.into_iter().enumerate() {
+                if let Some(subject) = subject {
+                    requested.insert(subject, at[i]);
+                }
+            }
+        }
         let engine = Engine {
+            ledger_seen,
+            ledger_version_seen: None,
+            requested,
             lifecycle: lifecycle.clone(),
             segments: segments.to_vec(),
             model,
@@ -190,14 +232,24 @@ impl Engine {
         self.ledger.step(lake, now_ms).await?;
         let erased = self.forget_erased(lake).await?;
         let events_version = lake.version(TableKind::Events)?;
-        if !full && self.events_seen == Some(events_version) {
+        let ledger_version = lake.version(TableKind::Ledger)?;
+        let ledger_changed = self.ledger_version_seen != Some(ledger_version);
+        if !full && self.events_seen == Some(events_version) && !ledger_changed {
             return Ok(StepSummary::default());
         }
         let ctx = lake.session_context().await?;
         let new_rows = self.new_rows();
         let (marks, events) = new_positions(&ctx, &new_rows).await?;
-        if !full && marks.is_empty() {
+        // Ledger entries past the position: operator entries (a withdrawal by the
+        // mailer, a split) come without any event, and grants may need a request.
+        let entries = if ledger_changed || full {
+            ledger_after(&ctx, self.ledger_seen).await?
+        } else {
+            Vec::new()
+        };
+        if !full && marks.is_empty() && entries.is_empty() {
             self.events_seen = Some(events_version);
+            self.ledger_version_seen = Some(ledger_version);
             return Ok(StepSummary::default());
         }
 
@@ -219,6 +271,7 @@ impl Engine {
                 set.extend(strings(batch, "subject_id")?.into_iter().flatten());
                 set.extend(strings(batch, "visitor_id")?.into_iter().flatten());
             }
+            set.extend(entries.iter().filter_map(|e| e.subject_id.clone()));
             Some(set)
         };
         let list: Option<Vec<String>> = affected.as_ref().map(|s| s.iter().cloned().collect());
@@ -271,6 +324,36 @@ impl Engine {
                 }
             }
         }
+        // Double opt-in: the latest marketing grant of each subject whose consent is
+        // not yet valid gets one confirmation request per `confirmation_interval`.
+        let mut requests: BTreeMap<&str, i64> = BTreeMap::new();
+        if self.lifecycle.double_opt_in {
+            for entry in &entries {
+                if entry.kind == "grant"
+                    && entry.purpose.as_deref() == Some("marketing")
+                    && let Some(subject) = &entry.subject_id
+                {
+                    requests.insert(subject, entry.seq);
+                }
+            }
+        }
+        let interval = i64::try_from(self.lifecycle.confirmation_interval.as_millis())
+            .unwrap_or(i64::MAX);
+        for (subject, grant) in &requests {
+            let confirmed = evaluation.get(*subject).is_some_and(|p| p.consent);
+            let recent = self
+                .requested
+                .get(*subject)
+                .is_some_and(|at| now_ms.saturating_sub(*at) < interval);
+            if !confirmed && !recent && !erased.contains(&id_digest(subject)) {
+                decide(
+                    "",
+                    subject,
+                    ChangeKind::ConfirmationRequested,
+                    &grant_reason(*grant),
+                );
+            }
+        }
         if full {
             let configured: HashSet<&str> = self.segments.iter().map(|s| s.name.as_str()).collect();
             for (segment, members) in &self.members {
@@ -284,9 +367,14 @@ impl Engine {
 
         let mut watermarks = self.watermarks.clone();
         watermarks.extend(marks.iter().map(|(p, o)| (*p, *o)));
+        let ledger_seen = entries.last().map_or(self.ledger_seen, |e| e.seq);
         let summary_subjects = evaluation.len();
         if changes.is_empty() && watermarks == self.watermarks {
+            // Entries that decided nothing need no commit: after a restart they are
+            // read again and decide nothing again.
             self.events_seen = Some(events_version);
+            self.ledger_version_seen = Some(ledger_version);
+            self.ledger_seen = ledger_seen;
             return Ok(StepSummary {
                 full,
                 subjects: summary_subjects,
@@ -296,10 +384,11 @@ impl Engine {
         }
         let rows: Vec<_> = changes.iter().map(Change::to_row).collect();
         let batch = segment_changes_batch(&rows)?;
-        let txns: Vec<(String, i64)> = marks
+        let mut txns: Vec<(String, i64)> = marks
             .iter()
             .map(|(p, o)| (segments_app_id(*p), *o))
             .collect();
+        txns.push((SEGMENTS_LEDGER_APP_ID.to_owned(), ledger_seen));
         let version = lake.append(TableKind::SegmentChanges, batch, &txns).await?;
 
         // Committed: now the in-memory state follows.
@@ -308,12 +397,19 @@ impl Engine {
             match change.change {
                 ChangeKind::Entered => members.insert(change.subject_id.clone()),
                 ChangeKind::Exited => members.remove(&change.subject_id),
+                ChangeKind::ConfirmationRequested => {
+                    self.requested
+                        .insert(change.subject_id.clone(), change.at_ms);
+                    false
+                }
             };
         }
         self.members.retain(|_, m| !m.is_empty());
         self.next_seq += i64::try_from(changes.len()).unwrap_or(i64::MAX);
         self.watermarks = watermarks;
         self.events_seen = Some(events_version);
+        self.ledger_version_seen = Some(ledger_version);
+        self.ledger_seen = ledger_seen;
         debug!(
             full,
             subjects = summary_subjects,
@@ -399,6 +495,43 @@ struct Evaluated {
     unsubscribed: bool,
     /// Per configured segment, in order.
     matched: Vec<bool>,
+}
+
+/// A ledger entry as the engine reads it.
+#[derive(Debug)]
+struct Entry {
+    seq: i64,
+    kind: String,
+    purpose: Option<String>,
+    subject_id: Option<String>,
+}
+
+/// The ledger entries after seq `after`, in order (redacted ones have no content).
+async fn ledger_after(ctx: &SessionContext, after: i64) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for batch in &collect(
+        ctx,
+        &format!(
+            "SELECT seq, kind, purpose, subject_id FROM ledger
+             WHERE seq > {after} AND erased = false ORDER BY seq"
+        ),
+    )
+    .await?
+    {
+        let seq = int64s(batch, "seq")?;
+        let kind = strings(batch, "kind")?;
+        let purpose = strings(batch, "purpose")?;
+        let subject = strings(batch, "subject_id")?;
+        for i in 0..batch.num_rows() {
+            out.push(Entry {
+                seq: seq[i],
+                kind: kind[i].clone().unwrap_or_default(),
+                purpose: purpose[i].clone(),
+                subject_id: subject[i].clone(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Those of `subjects` that are visitor ids now belonging to an identified subject.

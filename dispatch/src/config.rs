@@ -41,6 +41,10 @@ pub struct SegmentsConfig {
     pub define: Vec<SegmentDef>,
     /// Webhooks every change is delivered to (signed, Standard Webhooks).
     pub webhooks: Vec<WebhookConfig>,
+    /// Whether the changes on the Kafka topic carry `contact.email` (off by default:
+    /// a topic is read by more systems than the mailer; webhooks have their own
+    /// `include_contact`, on by default).
+    pub include_contact: bool,
 }
 
 impl Default for SegmentsConfig {
@@ -55,6 +59,7 @@ impl Default for SegmentsConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9102)),
             define: Vec::new(),
             webhooks: Vec::new(),
+            include_contact: false,
         }
     }
 }

@@ -18,6 +18,7 @@
 //! a subject's address in a log line or a metric label.
 
 pub mod config;
+mod contacts;
 mod error;
 mod metrics;
 mod outbox;

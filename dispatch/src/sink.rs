@@ -47,6 +47,8 @@ pub struct KafkaSinkConfig {
     pub replication: i32,
     /// Longest wait for an acknowledgement (`message.timeout.ms`), and for metadata.
     pub ack_timeout: Duration,
+    /// Whether records carry `contact.email` (`segments.include_contact`).
+    pub include_contact: bool,
 }
 
 /// The producer and, per partition, the last `seq` on the topic.
@@ -134,7 +136,11 @@ impl KafkaSink {
         let mut produced = Vec::new();
         for change in changes.iter().filter(|c| self.pending(c)) {
             let partition = partition_of(&change.subject_id, partitions);
-            let body = change.body();
+            let body = if self.config.include_contact {
+                change.body()
+            } else {
+                change.body_without_contact()
+            };
             let seq = change.seq.to_string();
             let headers = OwnedHeaders::new()
                 .insert(Header {
@@ -342,6 +348,7 @@ mod tests {
             partitions: 3,
             replication: 1,
             ack_timeout: Duration::from_secs(10),
+            include_contact: false,
         };
         let change = |seq: i64, subject: &str| {
             Change::new(seq, "fans", subject, ChangeKind::Entered, "matched", 0)

@@ -18,6 +18,10 @@ pub enum Error {
     /// The ledger or an identity query failed: retry.
     #[error("audience data unavailable")]
     Audience(#[from] spur_audience::Error),
+    /// A key file (the subject's contact data key) could not be read or deleted:
+    /// fix the key directory, then retry; an erasure resumes.
+    #[error("key files")]
+    Keys(#[from] spur_keys::Error),
     /// A query over the lake failed.
     #[error("query failed")]
     Query(#[from] DataFusionError),

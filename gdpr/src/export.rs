@@ -5,11 +5,13 @@
 //! visitor currently linked to it) and identify events carrying its e-mail
 //! pseudonym; their `sessions`; `scores` and `segment_changes` (what was sent to the
 //! mailing system) of the subject and its visitors; `ledger` entries naming the
-//! subject or one of its visitors. Nothing else: the filters are exact matches on
-//! those ids.
+//! subject or one of its visitors; and, opened from the contact vault, the e-mail
+//! addresses the person gave (`contacts`: address, site, identify event, time).
+//! Nothing else: the filters are exact matches on those ids.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 use datafusion::arrow::json::ArrayWriter;
 use serde_json::{Value, json};
@@ -55,8 +57,15 @@ pub(crate) async fn visitors_of(
     Ok(visitors)
 }
 
-/// Collects the subject's rows from every table.
-pub async fn export(lake: &Lake, subject: &str, now_ms: i64) -> Result<Export> {
+/// Collects the subject's rows from every table; with `keys_dir` (`keys.dir`), its
+/// addresses decrypted from the contact vault (without, the `contacts` list is empty:
+/// the export says so in its summary).
+pub async fn export(
+    lake: &Lake,
+    subject: &str,
+    now_ms: i64,
+    keys_dir: Option<&Path>,
+) -> Result<Export> {
     let ctx = lake.session_context().await?;
     let visitors = visitors_of(&ctx, subject).await?;
     let ids = visitors
@@ -109,6 +118,22 @@ pub async fn export(lake: &Lake, subject: &str, now_ms: i64) -> Result<Export> {
         };
         tables.insert(name.to_owned(), rows);
     }
+    let mut contacts = Vec::new();
+    if let Some(dir) = keys_dir {
+        let keys = spur_keys::KeyRing::load(dir)?;
+        let vault = spur_keys::vault::Vault::new(dir);
+        for sealed in spur_lake::contacts::sealed(&ctx, &[subject.to_owned()], false).await? {
+            let email = vault.open(&keys, subject, &sealed.event_id, &sealed.address)?;
+            contacts.push(json!({
+                // `null`: the data key is gone (erased), the address unreadable.
+                "email": email,
+                "site_id": sealed.site_id,
+                "event_id": sealed.event_id,
+                "recorded_at": rfc3339_ms(sealed.recorded_at),
+            }));
+        }
+    }
+    tables.insert("contacts".to_owned(), contacts);
     Ok(Export {
         subject_id: subject.to_owned(),
         generated_at: now_ms,
@@ -148,6 +173,16 @@ impl Export {
             "\nBrowsers and devices recognised as this person: {}",
             self.visitors.len()
         );
+        let _ = writeln!(out, "\nE-mail addresses given:");
+        for c in self.rows("contacts") {
+            let _ = writeln!(
+                out,
+                "  {} (on {}, {})",
+                text(c, "email"),
+                text(c, "site_id"),
+                text(c, "recorded_at")
+            );
+        }
         let events = self.rows("events");
         let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
         for e in events {

@@ -10,4 +10,8 @@ pub enum Error {
     /// A key file is missing, unreadable or malformed.
     #[error("cannot use key file {path}: {reason}")]
     Keys { path: PathBuf, reason: String },
+    /// A sealed address does not open: altered, for another subject or event, or
+    /// sealed under a data key this one is not. Not retryable.
+    #[error("sealed contact does not open: {0}")]
+    Sealed(&'static str),
 }

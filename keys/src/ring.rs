@@ -50,15 +50,20 @@ pub enum Purpose {
     Analytics,
     /// E-mail address pseudonyms (identify events).
     Identity,
+    /// Wraps the per-subject data keys of the contact vault ([`crate::vault`]): an
+    /// AES-256-GCM key, not an HMAC key. Retiring a version makes every address
+    /// wrapped with it unreadable.
+    Contacts,
 }
 
 impl Purpose {
-    pub const ALL: [Purpose; 2] = [Purpose::Analytics, Purpose::Identity];
+    pub const ALL: [Purpose; 3] = [Purpose::Analytics, Purpose::Identity, Purpose::Contacts];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Purpose::Analytics => "analytics",
             Purpose::Identity => "identity",
+            Purpose::Contacts => "contacts",
         }
     }
 }
@@ -70,7 +75,7 @@ impl std::str::FromStr for Purpose {
         Purpose::ALL
             .into_iter()
             .find(|p| p.as_str() == name)
-            .ok_or_else(|| format!("unknown purpose {name:?}: analytics or identity"))
+            .ok_or_else(|| format!("unknown purpose {name:?}: analytics, identity or contacts"))
     }
 }
 
@@ -116,6 +121,7 @@ impl Ring {
 pub struct KeyRing {
     analytics: Ring,
     identity: Ring,
+    contacts: Ring,
 }
 
 impl fmt::Debug for KeyRing {
@@ -123,6 +129,7 @@ impl fmt::Debug for KeyRing {
         f.debug_struct("KeyRing")
             .field("analytics", &self.analytics)
             .field("identity", &self.identity)
+            .field("contacts", &self.contacts)
             .finish()
     }
 }
@@ -139,6 +146,7 @@ impl KeyRing {
         Ok(KeyRing {
             analytics: read_ring(&Self::file(dir, Purpose::Analytics))?,
             identity: read_ring(&Self::file(dir, Purpose::Identity))?,
+            contacts: read_ring(&Self::file(dir, Purpose::Contacts))?,
         })
     }
 
@@ -213,20 +221,32 @@ impl KeyRing {
         match purpose {
             Purpose::Analytics => &self.analytics,
             Purpose::Identity => &self.identity,
+            Purpose::Contacts => &self.contacts,
         }
     }
 
-    /// A ring with fixed keys (version 1 each), not backed by files: for tests (the
-    /// processor's among them) and for keys held elsewhere.
+    /// A ring with fixed pseudonym keys (version 1 each), not backed by files: for
+    /// tests (the processor's among them) and for keys held elsewhere. Its contacts
+    /// key is random; [`KeyRing::with_contacts_key`] fixes it.
     pub fn from_keys(analytics: [u8; KEY_LEN], identity: [u8; KEY_LEN]) -> KeyRing {
-        let ring = |key| Ring {
-            active: 1,
-            keys: BTreeMap::from([(1, Zeroizing::new(key))]),
-        };
         KeyRing {
-            analytics: ring(analytics),
-            identity: ring(identity),
+            analytics: fixed(analytics),
+            identity: fixed(identity),
+            contacts: Ring::fresh(),
         }
+    }
+
+    /// This ring with `key` as contacts key version 1.
+    pub fn with_contacts_key(mut self, key: [u8; KEY_LEN]) -> KeyRing {
+        self.contacts = fixed(key);
+        self
+    }
+}
+
+fn fixed(key: [u8; KEY_LEN]) -> Ring {
+    Ring {
+        active: 1,
+        keys: BTreeMap::from([(1, Zeroizing::new(key))]),
     }
 }
 
@@ -433,8 +453,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn reason(e: Error) -> (PathBuf, String) {
-        let Error::Keys { path, reason } = e;
-        (path, reason)
+        match e {
+            Error::Keys { path, reason } => (path, reason),
+            other => panic!("not a key file error: {other}"),
+        }
     }
 
     #[test]
@@ -466,13 +488,13 @@ mod tests {
             first.active(Purpose::Analytics)
         );
         assert_eq!(again.active(Purpose::Identity).0, rotated);
-        // Only the two key files: no temporary file is left behind.
+        // Only the three key files: no temporary file is left behind.
         let mut names: Vec<_> = std::fs::read_dir(&keys)
             .expect("read dir")
             .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
             .collect();
         names.sort();
-        assert_eq!(names, ["analytics.json", "identity.json"]);
+        assert_eq!(names, ["analytics.json", "contacts.json", "identity.json"]);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! appends record batches together with source offsets in one atomic commit, reads
 //! those offsets back, compacts small files and hands the tables to DataFusion.
 //!
-//! The processor writes `events` and `sessions`; the audience crate reads them and
+//! The processor writes `events`, `sessions` and `contacts` (addresses sealed under
+//! per-subject data keys kept outside the lake; read with [`contacts`]); the audience crate reads them and
 //! writes `scores` (interest scores, one commit per scoring run), `segment_changes`
 //! (segment membership history, the dispatcher's outbox) and `ledger` (consent and
 //! identity, hash-chained); the GDPR crate writes `erasures` (erasure requests and
@@ -16,6 +17,7 @@
 //! Must never: talk to Kafka or HTTP, or know a service's rules. Storage only.
 
 mod config;
+pub mod contacts;
 pub mod error;
 mod maintenance;
 pub mod model;
@@ -32,6 +34,6 @@ pub use config::LakeConfig;
 pub use error::{Error, Result};
 pub use maintenance::{ExpireSummary, RewriteSummary, digest_predicate, erased_digests, id_digest};
 pub use schema::{
-    erasures_batch, events_batch, ledger_batch, scores_batch, segment_changes_batch, sessions_batch,
+    contacts_batch, erasures_batch, events_batch, ledger_batch, scores_batch, segment_changes_batch, sessions_batch,
 };
 pub use table::{Lake, OptimizeSummary, ROW_GROUP_ROWS, TableKind, ZSTD_LEVEL, writer_properties};

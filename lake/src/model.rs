@@ -193,3 +193,22 @@ pub struct ErasureRow {
     /// UTC date of `at`, `YYYY-MM-DD`: the partition column.
     pub dt: String,
 }
+
+/// One e-mail address of a person, sealed (table `contacts`): written by the
+/// processor for every identify event that links with valid consent evidence. The
+/// address is AES-256-GCM under the subject's data key, which lives outside the lake
+/// (`spur_keys::vault`): destroying that key makes every copy unreadable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactRow {
+    /// The subject: the keyed pseudonym of the address (`events.email_hash`).
+    pub subject_id: String,
+    /// The identify event that carried the address (bound into the seal).
+    pub event_id: String,
+    pub site_id: String,
+    /// `0x01 ‖ nonce ‖ ciphertext ‖ tag` (`spur_keys::vault`); never the address.
+    pub address: Vec<u8>,
+    /// The identify event's time, ms since the epoch.
+    pub recorded_at: i64,
+    /// UTC date of `recorded_at`, `YYYY-MM-DD`: the partition column.
+    pub dt: String,
+}

@@ -32,6 +32,10 @@ pub fn ledger_app_id(partition: i32) -> String {
     format!("spur-ledger-events-{partition}")
 }
 
+/// The segment engine's position in the ledger (last seq it considered): grants after
+/// it may need a confirmation request, and their subjects an evaluation.
+pub const SEGMENTS_LEDGER_APP_ID: &str = "spur-segments-ledger";
+
 /// The ledger chain's head (last seq): one writer at a time.
 pub const LEDGER_HEAD_APP_ID: &str = "spur-ledger-head";
 

@@ -52,6 +52,16 @@ pub fn int32s(batch: &RecordBatch, name: &str) -> Result<Vec<Option<i32>>> {
     Ok(array.as_primitive::<Int32Type>().iter().collect())
 }
 
+/// Binary column `name` of `batch` as owned bytes (NULL as empty).
+pub fn binaries(batch: &RecordBatch, name: &str) -> Result<Vec<Vec<u8>>> {
+    let array = column(batch, name, &DataType::Binary)?;
+    Ok(array
+        .as_binary::<i32>()
+        .iter()
+        .map(|v| v.unwrap_or_default().to_vec())
+        .collect())
+}
+
 /// Boolean column `name` of `batch`, NULL as false.
 pub fn booleans(batch: &RecordBatch, name: &str) -> Result<Vec<bool>> {
     let array = column(batch, name, &DataType::Boolean)?;

@@ -14,14 +14,16 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, RecordBatch,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, RecordBatch,
     StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 
 use crate::error::Result;
-use crate::model::{ErasureRow, EventRow, LedgerRow, ScoreRow, SegmentChangeRow, SessionRow};
+use crate::model::{
+    ContactRow, ErasureRow, EventRow, LedgerRow, ScoreRow, SegmentChangeRow, SessionRow,
+};
 
 /// The partition column of every table.
 pub const PARTITION_COLUMN: &str = "dt";
@@ -166,6 +168,40 @@ static ERASURES: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(PARTITION_COLUMN, DataType::Utf8, false),
     ]))
 });
+
+static CONTACTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let utf8 = |name: &str| Field::new(name, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        utf8("subject_id"),
+        utf8("event_id"),
+        utf8("site_id"),
+        Field::new("address", DataType::Binary, false),
+        Field::new("recorded_at", timestamp(), false),
+        utf8(PARTITION_COLUMN),
+    ]))
+});
+
+/// Schema of table `contacts`: one column per field of [`ContactRow`].
+pub fn contacts_schema() -> SchemaRef {
+    Arc::clone(&CONTACTS)
+}
+
+/// Converts sealed contacts into one record batch with [`contacts_schema`].
+pub fn contacts_batch(rows: &[ContactRow]) -> Result<RecordBatch> {
+    let mut address = BinaryBuilder::with_capacity(rows.len(), rows.len() * 64);
+    for row in rows {
+        address.append_value(&row.address);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        utf8(rows, |r| &r.subject_id),
+        utf8(rows, |r| &r.event_id),
+        utf8(rows, |r| &r.site_id),
+        Arc::new(address.finish()),
+        micros(rows, "recorded_at", |r| r.recorded_at)?,
+        utf8(rows, |r| &r.dt),
+    ];
+    Ok(RecordBatch::try_new(contacts_schema(), columns)?)
+}
 
 /// Schema of table `ledger`: one column per field of [`LedgerRow`].
 pub fn ledger_schema() -> SchemaRef {

@@ -34,7 +34,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use spur_keys::KeyRing;
-use spur_lake::model::EventRow;
+use spur_keys::vault::Vault;
+use spur_schemas::time::date;
+use spur_lake::model::{ContactRow, EventRow};
 use spur_lake::positions::processor_app_id;
 use spur_lake::{Lake, TableKind, id_digest, schema};
 use spur_schemas::dead_letter::DeadLetter;
@@ -48,7 +50,7 @@ use crate::error::{Error, Result};
 use crate::metrics;
 use crate::restore;
 use crate::sessions::Observed;
-use crate::state::PartitionState;
+use crate::state::{PartitionState, PendingContact};
 use crate::transform;
 
 /// Where to start reading a partition: a little before its resume point, because some
@@ -198,7 +200,7 @@ pub fn run_blocking(
     // The poll loop turns at least every 100 ms; a flush may retry for ~20 s.
     let loop_health = health.register("consumer", Duration::from_secs(60));
     let lake_health = health.register("lake", Duration::MAX);
-    let keys = KeyRing::load(&config.keys_dir)?;
+    let keys = Arc::new(KeyRing::load(&config.keys_dir)?);
     let lake = handle.block_on(Lake::open(&config.lake))?;
     let topic = kafka.topics.events.clone();
     let shared = Arc::new(Mutex::new(Shared {
@@ -243,6 +245,8 @@ pub fn run_blocking(
         p.create()?
     };
     let out = Outputs {
+        vault: Vault::new(&config.keys_dir),
+        keys: keys.clone(),
         config: config.clone(),
         dead_letters,
         dead_letter_topic: kafka.topics.dead_letter.clone(),
@@ -347,6 +351,7 @@ fn process(
             return;
         }
     };
+    let contact = transform::contact_of(&record).map(zeroize::Zeroizing::new);
     let row = transform::to_row(record, keys, partition, offset);
     if is_erased(&shared.erased, &row) {
         // Erased (GDPR Art. 17): nothing of it is stored again. The offset still
@@ -382,11 +387,23 @@ fn process(
     });
     if !replay {
         metrics::record("row");
+        if let (Some(address), Some(subject)) = (contact, &row.email_hash) {
+            state.contacts.push(PendingContact {
+                subject_id: subject.clone(),
+                event_id: row.event_id.clone(),
+                site_id: row.site_id.clone(),
+                at: row.event_time,
+                address,
+            });
+        }
         state.rows.push(row);
     }
 }
 
 struct Outputs {
+    /// Seals addresses into `contacts` at each commit.
+    vault: Vault,
+    keys: Arc<KeyRing>,
     config: Config,
     dead_letters: FutureProducer,
     dead_letter_topic: String,
@@ -572,6 +589,34 @@ fn commit_tables(shared: &mut Shared, out: &Outputs, dirty: &[i32]) -> Result<()
         .filter(|p| shared.parts[p].processed > shared.parts[p].events_done)
         .collect();
     if !behind.is_empty() {
+        // Sealed addresses first: an identify row in `events` always has its address
+        // in `contacts`. A crash between the two commits writes the addresses again
+        // on replay (readers take one row per event id); none is ever missing.
+        let contacts = behind
+            .iter()
+            .flat_map(|p| shared.parts[p].contacts.iter())
+            .map(|c| {
+                Ok(ContactRow {
+                    address: out
+                        .vault
+                        .seal(&out.keys, &c.subject_id, &c.event_id, &c.address)?,
+                    subject_id: c.subject_id.clone(),
+                    event_id: c.event_id.clone(),
+                    site_id: c.site_id.clone(),
+                    recorded_at: c.at,
+                    dt: date(c.at),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !contacts.is_empty() {
+            append(
+                shared,
+                out,
+                TableKind::Contacts,
+                schema::contacts_batch(&contacts)?,
+                &[],
+            )?;
+        }
         let rows: Vec<_> = behind
             .iter()
             .flat_map(|p| shared.parts[p].rows.iter().cloned())
@@ -596,6 +641,7 @@ fn commit_tables(shared: &mut Shared, out: &Outputs, dirty: &[i32]) -> Result<()
             let state = shared.parts.get_mut(p).expect("dirty partitions exist");
             state.events_done = state.processed;
             state.rows.clear();
+            state.contacts.clear();
         }
     }
     // Sessions still open when their visitor was erased close later: dropped here.
@@ -679,6 +725,7 @@ fn reconcile(shared: &mut Shared, out: &Outputs, dirty: &[i32]) -> Result<()> {
         if events.is_some() && events == state.processed && state.events_done != events {
             state.events_done = events;
             state.rows.clear();
+            state.contacts.clear();
         }
         if sessions.is_some() && sessions == state.processed && state.sessions_done != sessions {
             state.sessions_done = sessions;

@@ -78,6 +78,7 @@ pub async fn load(
         processed: None,
         skip_through: None,
         rows: Vec::new(),
+        contacts: Vec::new(),
         closed: Vec::new(),
     };
     state.skip_through = state.resume_from().map(|r| r - 1);

@@ -71,7 +71,27 @@ pub struct PartitionState {
     /// [`crate::config::Config::resume_rewind`]).
     pub skip_through: Option<i64>,
     pub rows: Vec<EventRow>,
+    /// Addresses of `rows`' identify events, sealed into `contacts` at the commit.
+    pub contacts: Vec<PendingContact>,
     pub closed: Vec<SessionRow>,
+}
+
+/// An address waiting for the next commit, which seals it into table `contacts`
+/// (`spur_keys::vault`). The clear text lives only in memory, zeroed on drop.
+pub struct PendingContact {
+    pub subject_id: String,
+    pub event_id: String,
+    pub site_id: String,
+    pub at: i64,
+    pub address: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for PendingContact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingContact")
+            .field("event_id", &self.event_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PartitionState {

@@ -68,6 +68,26 @@ fn flag(f: TimeFlag) -> &'static str {
     }
 }
 
+/// The address of an identify event that links with valid consent evidence (the same
+/// verdict as its pseudonym in [`to_row`]): it goes, sealed, into table `contacts`.
+/// Trimmed, otherwise as the person typed it.
+pub fn contact_of(record: &EventRecord) -> Option<String> {
+    let Payload::Identify {
+        email, evidence, ..
+    } = &record.payload
+    else {
+        return None;
+    };
+    let url = record
+        .page
+        .as_ref()
+        .map(|p| p.url.as_str())
+        .filter(|u| !u.is_empty());
+    link_verdict(evidence.as_ref(), url)
+        .is_ok()
+        .then(|| email.trim().to_owned())
+}
+
 /// The row for a record, without its session id (the sessioniser assigns it).
 ///
 /// A [`VisitorKind::Subject`] id is already a keyed pseudonym (checked by [`decode`]):

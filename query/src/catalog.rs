@@ -230,6 +230,11 @@ impl Catalog {
 /// delta-rs planner), `information_schema` on, only the allowed table functions.
 async fn build_state(lake: &Lake, lifecycle: &LifecycleConfig) -> Result<SessionState> {
     let context = lake.session_context().await?;
+    // Sealed addresses are for the mailing path only (`spur segments`, export), not
+    // for analysts: the table is not in their catalog at all.
+    context
+        .deregister_table(TableKind::Contacts.name())
+        .map_err(Error::Query)?;
     spur_audience::views::register_views(&context, lifecycle)
         .await
         .map_err(|e| Error::Config(format!("lifecycle: {e}")))?;

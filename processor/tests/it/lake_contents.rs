@@ -47,6 +47,7 @@ async fn events_become_pseudonymised_sessionised_rows() {
 
     let config = env.config("lake", "g1");
     let lake = config.lake.clone();
+    let keys_dir = config.keys_dir.clone();
     env.process_until(config, 27).await;
 
     assert_eq!(
@@ -87,6 +88,28 @@ async fn events_become_pseudonymised_sessionised_rows() {
     )
     .await[0];
     assert!(refused["email_hash"].is_null(), "{refused}");
+
+    // The linked address is in the contact vault, sealed under A's data key; the
+    // refused one is nowhere.
+    assert_eq!(count(&lake, "SELECT count(*) FROM contacts").await, 1);
+    let subject = ident["email_hash"].as_str().expect("subject").to_owned();
+    let opened = spur_lake::Lake::open(&lake).await.expect("lake");
+    let ctx = opened.session_context().await.expect("ctx");
+    let sealed = spur_lake::contacts::sealed(&ctx, std::slice::from_ref(&subject), true)
+        .await
+        .expect("contacts");
+    assert_eq!(sealed.len(), 1);
+    assert_eq!(sealed[0].event_id, "ev-identify-1");
+    assert!(!sealed[0].address.windows(5).any(|w| w == b"alice"));
+    let keys = spur_keys::KeyRing::load(&keys_dir).expect("keys");
+    let vault = spur_keys::vault::Vault::new(&keys_dir);
+    assert_eq!(
+        vault
+            .open(&keys, &subject, &sealed[0].event_id, &sealed[0].address)
+            .expect("opens")
+            .as_deref(),
+        Some("alice@example.com")
+    );
     assert_eq!(
         count(
             &lake,

@@ -5,20 +5,46 @@
 //!
 //! | kind | from | meaning |
 //! |---|---|---|
-//! | `link` | identify event with complete consent evidence | the visitor is the person `subject_id` |
-//! | `link_refused` | identify event without it | no link; `reason` says what was missing |
+//! | `link` | identify event with complete consent evidence, from a persistent visitor id | the visitor is the person `subject_id` |
+//! | `link_refused` | identify event without that evidence, or from a visitor id that is not persistent | no link; `reason` says why |
 //! | `unlink` | operator (`spur subject split`) | the visitor is no longer the person |
 //! | `grant` | identify evidence or consent event | consent to `purpose` given |
-//! | `confirm` | evidence with `confirmation` (the double opt-in click) | marketing consent confirmed |
+//! | `confirm` | the double opt-in link (see below) | marketing consent confirmed |
+//! | `confirm_refused` | a confirmation that does not hold | no confirmation; `reason` says why |
 //! | `withdraw` | consent event | consent to `purpose` withdrawn |
 //! | `unsubscribe` | one-click unsubscribe (RFC 8058) | marketing withdrawn from a mail |
 //!
+//! **Links only what belongs to the person**: an identify links its visitor id only
+//! when that id is `persistent` (the tracker's own, with analytics consent). A
+//! `cookieless` id is shared by everyone behind one address and browser that day, so
+//! linking it would hand their browsing to the person: the identify then records the
+//! person's grants (`subject_id`, no `visitor_id`) and `link_refused` with reason
+//! `not_persistent_visitor`.
+//!
+//! **Double opt-in cannot be forged**: a `confirm` comes only from a consent event
+//! of visitor kind `subject` (the collector's signed-link endpoint,
+//! `spur_schemas::confirm`) granting marketing with evidence `confirmation: true`,
+//! `method` = [`DOUBLE_OPT_IN_METHOD`] and `grant_seq` naming the subject's latest
+//! marketing `grant`, with no marketing `withdraw` or `unsubscribe` after it (later in
+//! seq or in time; entries drafted earlier in the same step count). Any other claim
+//! to confirm becomes `confirm_refused`: `not_signed_link` (another visitor kind,
+//! method or no `confirmation`), `not_marketing_grant`, `unknown_grant` (no
+//! `grant_seq`, or it names no marketing grant of the subject) or `stale_link` (a
+//! newer grant or a withdrawal came after). A signed event that fails records only
+//! that (a stale link must not revive consent); a website's consent event that claims
+//! to confirm still records its grants and withdrawals. An identify's evidence never
+//! confirms: it grants.
+//!
 //! **Tamper evidence**: `digest` = SHA-256 of the entry's content (the JSON array of
 //! seq, at, kind, purpose, subject, visitor, site, event, evidence, reason), and
-//! `chain` = SHA-256(previous `chain` ‖ `digest`), from a genesis of 64 zeros.
-//! Changing, inserting or removing a past entry breaks [`verify`]. An erasure
-//! redacts entries (content NULL, `erased` true) but keeps `digest` and `chain`, so
-//! the rest of the chain still verifies.
+//! `chain` = SHA-256(previous `chain` ‖ `digest`), from a genesis of 64 zeros. Every
+//! commit records the head it leaves (`txn` [`LEDGER_HEAD_APP_ID`] = last seq, and
+//! `seq:chain` under [`HEAD_METADATA_KEY`] in its `commitInfo`). [`verify`] recomputes
+//! digests and chain, and compares the table with every head still in the Delta log:
+//! changing, inserting, removing (also the last entries) or re-chaining entries fails.
+//! An erasure redacts entries (content NULL, `erased` true) but keeps `digest` and
+//! `chain`; a redaction is valid only when an `erasures` row of the erasure lists its
+//! seq ([`REDACTION_STATUS`]).
 //!
 //! **One writer at a time**: every commit carries the `txn` `spur-ledger-head` =
 //! its last seq; a concurrent commit with the same app id makes delta-rs refuse the
@@ -26,7 +52,7 @@
 //! of the events topic, `spur-ledger-events-<p>` records the last event offset the
 //! follower covered, in the same commit as the entries: restarts resume exactly.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use datafusion::prelude::SessionContext;
 use serde_json::{Value, json};
@@ -37,6 +63,7 @@ use spur_lake::positions::{
 };
 use spur_lake::read::{booleans, collect, int64s, quote, strings};
 use spur_lake::{Lake, TableKind, ledger_batch};
+use spur_schemas::confirm::DOUBLE_OPT_IN_METHOD;
 use spur_schemas::identify::{PURPOSES, link_verdict};
 use spur_schemas::unsubscribe::UNSUBSCRIBE_METHOD;
 use spur_schemas::wire::ConsentEvidence;
@@ -44,6 +71,15 @@ use tracing::{debug, info};
 
 use crate::error::Result;
 use crate::identity::LINKS_SQL;
+
+/// The `commitInfo` key under which every ledger commit records the head it leaves,
+/// as `<seq>:<chain>` ([`verify`] compares the table with each).
+pub const HEAD_METADATA_KEY: &str = "spurLedgerHead";
+
+/// The `erasures` status of the row with which an erasure lists the ledger seqs it
+/// redacts, written before the redaction: receipt `["ledger", {"seqs": [...], ...}]`
+/// (`spur_gdpr::erase`). A redacted entry no such row lists fails [`verify`].
+pub const REDACTION_STATUS: &str = "table_done";
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -69,6 +105,11 @@ pub struct Draft {
     pub event_id: Option<String>,
     pub evidence: Option<String>,
     pub reason: Option<String>,
+}
+
+/// How a head is recorded in a commit: `<seq>:<chain>`.
+fn head_record(head: &(i64, String)) -> String {
+    format!("{}:{}", head.0, head.1)
 }
 
 /// SHA-256 of an entry's content, hex.
@@ -159,9 +200,101 @@ fn evidence_json(event: &SourceEvent, evidence: Option<&ConsentEvidence>) -> Opt
     (!object.is_empty()).then(|| Value::Object(object).to_string())
 }
 
-/// The entries one event makes. `links` maps visitor ids to the person they are
-/// linked to (as far as known); identify events update it.
-pub fn entries_for(event: &SourceEvent, links: &mut HashMap<String, String>) -> Vec<Draft> {
+/// One of a subject's marketing `grant`, `withdraw` or `unsubscribe` entries: what a
+/// confirmation is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarketingEntry {
+    pub seq: i64,
+    /// Event time, ms.
+    pub at: i64,
+    pub kind: &'static str,
+}
+
+/// What the follower knows while it turns events into entries: the person each
+/// visitor is linked to, each subject's marketing entries, and the seq the next entry
+/// gets. [`Known::record`] adds drafted entries, so later events of the same step see
+/// them as if committed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Known {
+    /// Visitor id → the person it is linked to.
+    pub links: HashMap<String, String>,
+    /// Subject → its marketing grants, withdrawals and unsubscribes.
+    pub marketing: HashMap<String, Vec<MarketingEntry>>,
+    /// The seq the next entry gets.
+    pub next_seq: i64,
+}
+
+impl Known {
+    /// Nothing known yet, after the chain's last seq `head_seq`.
+    pub fn after(head_seq: i64) -> Known {
+        Known {
+            next_seq: head_seq + 1,
+            ..Known::default()
+        }
+    }
+
+    /// Takes in entries drafted for the chain, in order (each gets the next seq).
+    pub fn record(&mut self, drafts: &[Draft]) {
+        for d in drafts {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            match (d.kind, &d.visitor_id, &d.subject_id) {
+                ("link", Some(visitor), Some(subject)) => {
+                    self.links.insert(visitor.clone(), subject.clone());
+                }
+                ("unlink", Some(visitor), _) => {
+                    self.links.remove(visitor);
+                }
+                _ => {}
+            }
+            if d.purpose.as_deref() == Some("marketing")
+                && MARKETING_KINDS.contains(&d.kind)
+                && let Some(subject) = d.subject_id.clone().or_else(|| {
+                    d.visitor_id
+                        .as_ref()
+                        .and_then(|v| self.links.get(v).cloned())
+                })
+            {
+                self.marketing
+                    .entry(subject)
+                    .or_default()
+                    .push(MarketingEntry {
+                        seq,
+                        at: d.at,
+                        kind: d.kind,
+                    });
+            }
+        }
+    }
+}
+
+/// The entry kinds a double opt-in confirmation is checked against.
+const MARKETING_KINDS: [&str; 3] = ["grant", "withdraw", "unsubscribe"];
+
+/// Whether a confirmation of grant `grant_seq` holds for `subject`: the seq names the
+/// subject's marketing grant, and no other grant, withdrawal or unsubscribe of it is
+/// later (in seq or in event time). `Err` is the `confirm_refused` reason.
+pub fn confirm_verdict(
+    known: &Known,
+    subject: &str,
+    grant_seq: Option<i64>,
+) -> Result<(), &'static str> {
+    let entries = known.marketing.get(subject).map_or(&[][..], Vec::as_slice);
+    let grant = grant_seq
+        .and_then(|seq| entries.iter().find(|e| e.seq == seq && e.kind == "grant"))
+        .ok_or("unknown_grant")?;
+    if entries
+        .iter()
+        .any(|e| e.seq != grant.seq && (e.seq > grant.seq || e.at > grant.at))
+    {
+        return Err("stale_link");
+    }
+    Ok(())
+}
+
+/// The entries one event makes, given what is known so far (call [`Known::record`]
+/// with them before the next event).
+pub fn entries_for(event: &SourceEvent, known: &Known) -> Vec<Draft> {
     let evidence: Option<ConsentEvidence> = event
         .consent_evidence
         .as_deref()
@@ -185,28 +318,36 @@ pub fn entries_for(event: &SourceEvent, links: &mut HashMap<String, String>) -> 
                     ..base
                 }];
             };
-            links.insert(event.visitor_id.clone(), subject.clone());
-            let evidence = evidence.unwrap_or_default();
-            let mut out = vec![Draft {
-                kind: "link",
-                subject_id: Some(subject.clone()),
-                visitor_id: Some(event.visitor_id.clone()),
-                ..base.clone()
+            // Only the visitor's own id may carry its history over to the person.
+            let persistent = event.visitor_kind == "persistent";
+            let linked = persistent.then(|| event.visitor_id.clone());
+            let mut out = vec![if persistent {
+                Draft {
+                    kind: "link",
+                    subject_id: Some(subject.clone()),
+                    visitor_id: linked.clone(),
+                    ..base.clone()
+                }
+            } else {
+                Draft {
+                    kind: "link_refused",
+                    subject_id: Some(subject.clone()),
+                    visitor_id: Some(event.visitor_id.clone()),
+                    reason: Some("not_persistent_visitor".to_owned()),
+                    ..base.clone()
+                }
             }];
+            // The form's evidence grants; it never confirms (only the signed link does).
+            let evidence = evidence.unwrap_or_default();
             for purpose in PURPOSES
                 .iter()
                 .filter(|p| evidence.purposes.iter().any(|e| e == *p))
             {
-                let kind = if evidence.confirmation && *purpose == "marketing" {
-                    "confirm"
-                } else {
-                    "grant"
-                };
                 out.push(Draft {
-                    kind,
+                    kind: "grant",
                     purpose: Some((*purpose).to_owned()),
                     subject_id: Some(subject.clone()),
-                    visitor_id: Some(event.visitor_id.clone()),
+                    visitor_id: linked.clone(),
                     ..base.clone()
                 });
             }
@@ -219,20 +360,59 @@ pub fn entries_for(event: &SourceEvent, links: &mut HashMap<String, String>) -> 
                 .and_then(|p| serde_json::from_str(p).ok())
                 .unwrap_or_default();
             let evidence = evidence.unwrap_or_default();
-            let (subject, visitor) = if event.visitor_kind == "subject" {
+            let signed = event.visitor_kind == "subject";
+            let (subject, visitor) = if signed {
                 (Some(event.visitor_id.clone()), None)
             } else {
                 (
-                    links.get(&event.visitor_id).cloned(),
+                    known.links.get(&event.visitor_id).cloned(),
                     Some(event.visitor_id.clone()),
                 )
             };
+            let base = Draft {
+                subject_id: subject.clone(),
+                visitor_id: visitor,
+                ..base
+            };
+            let claims_confirmation = evidence.confirmation
+                || evidence.method.as_deref() == Some(DOUBLE_OPT_IN_METHOD)
+                || evidence.grant_seq.is_some();
+            if claims_confirmation && signed {
+                // The signed link: `confirm` if it holds, else `confirm_refused` (never
+                // a grant: a stale link must not revive consent taken back).
+                let verdict = if !(evidence.confirmation
+                    && evidence.method.as_deref() == Some(DOUBLE_OPT_IN_METHOD))
+                {
+                    Err("not_signed_link")
+                } else if purposes.get("marketing").map(String::as_str) != Some("granted") {
+                    Err("not_marketing_grant")
+                } else {
+                    confirm_verdict(known, &event.visitor_id, evidence.grant_seq)
+                };
+                return vec![Draft {
+                    kind: if verdict.is_ok() {
+                        "confirm"
+                    } else {
+                        "confirm_refused"
+                    },
+                    purpose: Some("marketing".to_owned()),
+                    reason: verdict.err().map(str::to_owned),
+                    ..base
+                }];
+            }
+            // From a website: its grants and withdrawals count as such; a claim to
+            // confirm is recorded as refused.
+            let refused = claims_confirmation.then(|| Draft {
+                kind: "confirm_refused",
+                purpose: Some("marketing".to_owned()),
+                reason: Some("not_signed_link".to_owned()),
+                ..base.clone()
+            });
             purposes
                 .iter()
                 .filter(|(p, _)| PURPOSES.contains(&p.as_str()))
                 .filter_map(|(purpose, action)| {
                     let kind = match action.as_str() {
-                        "granted" if evidence.confirmation && purpose == "marketing" => "confirm",
                         "granted" => "grant",
                         "withdrawn" if evidence.method.as_deref() == Some(UNSUBSCRIBE_METHOD) => {
                             "unsubscribe"
@@ -243,15 +423,25 @@ pub fn entries_for(event: &SourceEvent, links: &mut HashMap<String, String>) -> 
                     Some(Draft {
                         kind,
                         purpose: Some(purpose.clone()),
-                        subject_id: subject.clone(),
-                        visitor_id: visitor.clone(),
                         ..base.clone()
                     })
                 })
+                .chain(refused)
                 .collect()
         }
         _ => Vec::new(),
     }
+}
+
+/// The entries of `events`, in order, updating `known` as each is drafted.
+pub fn entries(events: &[SourceEvent], known: &mut Known) -> Vec<Draft> {
+    let mut out = Vec::new();
+    for event in events {
+        let drafts = entries_for(event, known);
+        known.record(&drafts);
+        out.extend(drafts);
+    }
+    out
 }
 
 /// What one follower step wrote.
@@ -307,6 +497,16 @@ impl Ledger {
     /// again (another writer may have committed).
     pub async fn step(&mut self, lake: &mut Lake, now_ms: i64) -> Result<LedgerStep> {
         lake.refresh().await?;
+        // Another writer (an operator's split, a second follower) moved the head: go
+        // on from theirs, or the chain would fork.
+        if lake
+            .txn_version(TableKind::Ledger, LEDGER_HEAD_APP_ID)
+            .await?
+            .unwrap_or(0)
+            != self.head.0
+        {
+            *self = Ledger::load(lake).await?;
+        }
         let events_version = lake.version(TableKind::Events)?;
         if self.events_seen == Some(events_version) {
             return Ok(LedgerStep::default());
@@ -319,11 +519,8 @@ impl Ledger {
             return Ok(LedgerStep::default());
         }
         let sources = source_events(&ctx, &new_rows).await?;
-        let mut links = known_links(&ctx, &sources).await?;
-        let drafts: Vec<Draft> = sources
-            .iter()
-            .flat_map(|e| entries_for(e, &mut links))
-            .collect();
+        let mut known = known(&ctx, &sources, self.head.0).await?;
+        let drafts = entries(&sources, &mut known);
         let rows = chain(&self.head, drafts, now_ms);
         let new_head = rows
             .last()
@@ -331,8 +528,13 @@ impl Ledger {
         let mut txns: Vec<(String, i64)> =
             marks.iter().map(|(p, o)| (ledger_app_id(*p), *o)).collect();
         txns.push((LEDGER_HEAD_APP_ID.to_owned(), new_head.0));
-        lake.append(TableKind::Ledger, ledger_batch(&rows)?, &txns)
-            .await?;
+        lake.append_with_metadata(
+            TableKind::Ledger,
+            ledger_batch(&rows)?,
+            &txns,
+            &[(HEAD_METADATA_KEY, head_record(&new_head))],
+        )
+        .await?;
         if !rows.is_empty() {
             info!(
                 entries = rows.len(),
@@ -361,11 +563,14 @@ impl Ledger {
         let ctx = lake.session_context().await?;
         let head = head(&ctx).await?;
         let rows = chain(&head, drafts, now_ms);
-        let last = rows.last().map_or(head.0, |r| r.seq);
-        lake.append(
+        let last = rows
+            .last()
+            .map_or_else(|| head.clone(), |r| (r.seq, r.chain.clone()));
+        lake.append_with_metadata(
             TableKind::Ledger,
             ledger_batch(&rows)?,
-            &[(LEDGER_HEAD_APP_ID.to_owned(), last)],
+            &[(LEDGER_HEAD_APP_ID.to_owned(), last.0)],
+            &[(HEAD_METADATA_KEY, head_record(&last))],
         )
         .await?;
         Ok(rows)
@@ -440,17 +645,16 @@ async fn source_events(ctx: &SessionContext, new_rows: &str) -> Result<Vec<Sourc
     Ok(out)
 }
 
-/// The current link of each visitor of `sources`, from the ledger.
-async fn known_links(
-    ctx: &SessionContext,
-    sources: &[SourceEvent],
-) -> Result<HashMap<String, String>> {
+/// What the ledger knows about the visitors and subjects of `sources`: the current
+/// link of each visitor, and the marketing entries of each subject a signed consent
+/// event names (the confirmations to check).
+async fn known(ctx: &SessionContext, sources: &[SourceEvent], head_seq: i64) -> Result<Known> {
+    let mut known = Known::after(head_seq);
     let mut visitors: Vec<String> = sources.iter().map(|s| quote(&s.visitor_id)).collect();
     visitors.sort();
     visitors.dedup();
-    let mut links = HashMap::new();
     if visitors.is_empty() {
-        return Ok(links);
+        return Ok(known);
     }
     let sql = format!(
         "SELECT visitor_id, subject_id FROM ({}) WHERE visitor_id IN ({})",
@@ -462,11 +666,51 @@ async fn known_links(
         let subject = strings(batch, "subject_id")?;
         for (v, s) in visitor.into_iter().zip(subject) {
             if let (Some(v), Some(s)) = (v, s) {
-                links.insert(v, s);
+                known.links.insert(v, s);
             }
         }
     }
-    Ok(links)
+    let mut subjects: Vec<String> = sources
+        .iter()
+        .filter(|s| s.event_type == "consent" && s.visitor_kind == "subject")
+        .map(|s| quote(&s.visitor_id))
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    if subjects.is_empty() {
+        return Ok(known);
+    }
+    // Attributed as `consent_sql` attributes them: the subject the entry names, else
+    // the person its visitor is linked to now.
+    let sql = format!(
+        "SELECT subject_id, seq, at, kind FROM (
+            SELECT COALESCE(c.subject_id, l.subject_id) AS subject_id, c.seq,
+                   CAST(c.at AS BIGINT) / 1000 AS at, c.kind
+            FROM ledger c LEFT JOIN ({LINKS_SQL}) l ON l.visitor_id = c.visitor_id
+            WHERE c.purpose = 'marketing' AND c.erased = false
+              AND c.kind IN ('grant', 'withdraw', 'unsubscribe'))
+         WHERE subject_id IN ({})
+         ORDER BY seq",
+        subjects.join(", ")
+    );
+    for batch in &collect(ctx, &sql).await? {
+        let (subject, kind) = (strings(batch, "subject_id")?, strings(batch, "kind")?);
+        let (seq, at) = (int64s(batch, "seq")?, int64s(batch, "at")?);
+        for i in 0..batch.num_rows() {
+            if let (Some(subject), Some(kind)) = (&subject[i], &kind[i]) {
+                known
+                    .marketing
+                    .entry(subject.clone())
+                    .or_default()
+                    .push(MarketingEntry {
+                        seq: seq[i],
+                        at: at[i],
+                        kind: kind_name(kind),
+                    });
+            }
+        }
+    }
+    Ok(known)
 }
 
 /// The result of [`verify`].
@@ -474,13 +718,30 @@ async fn known_links(
 pub struct Verification {
     pub entries: u64,
     pub erased: u64,
+    /// Heads recorded by commits still in the Delta log that were compared.
+    pub heads: u64,
+    /// The table's head, `<seq>:<chain>` (seq 0 and the genesis when empty): kept
+    /// elsewhere, it lets a later run show that nothing up to it was rewritten.
+    pub head: String,
     /// The first problem found, if any (`None`: the chain is intact).
     pub problem: Option<String>,
 }
 
-/// Recomputes every digest (of entries not erased) and every link, in seq order.
+/// Checks the ledger as this `Lake` holds it:
+/// 1. in seq order from 1, every digest (of entries not erased) and every chain link;
+///    an erased entry must hold no content and be listed by an erasure
+///    ([`REDACTION_STATUS`]);
+/// 2. every head a commit still in the Delta log recorded (`seq:chain` under
+///    [`HEAD_METADATA_KEY`], and the `txn` [`LEDGER_HEAD_APP_ID`]) is in the table
+///    with the same chain — entries removed from the end or a chain rewritten from
+///    some entry on fail here;
+/// 3. the last commit's `txn` head is the table's last seq (nothing appended outside
+///    the ledger's writers).
+///
+/// The problem names the first entry concerned (`entry <seq>: ...`).
 pub async fn verify(lake: &Lake) -> Result<Verification> {
     let ctx = lake.session_context().await?;
+    let accounted = redactions(&ctx).await?;
     let batches = collect(
         &ctx,
         "SELECT seq, CAST(at AS BIGINT) / 1000 AS at, kind, purpose, subject_id, visitor_id,
@@ -489,10 +750,13 @@ pub async fn verify(lake: &Lake) -> Result<Verification> {
     )
     .await?;
     let mut previous = GENESIS.to_owned();
-    let mut expected_seq = 1;
+    // chains[i] is the chain of entry i + 1 (seqs are checked to run from 1).
+    let mut chains: Vec<String> = Vec::new();
     let mut report = Verification {
         entries: 0,
         erased: 0,
+        heads: 0,
+        head: head_record(&(0, GENESIS.to_owned())),
         problem: None,
     };
     for batch in &batches {
@@ -504,7 +768,7 @@ pub async fn verify(lake: &Lake) -> Result<Verification> {
             column("visitor_id")?,
             column("site_id")?,
         );
-        let (events, evidence, reasons, digests, chains) = (
+        let (events, evidence, reasons, digests, chain_column) = (
             column("event_id")?,
             column("evidence")?,
             column("reason")?,
@@ -520,13 +784,13 @@ pub async fn verify(lake: &Lake) -> Result<Verification> {
             report.entries += 1;
             let seq = seqs[i];
             let fail = |what: String| Some(format!("entry {seq}: {what}"));
+            let expected_seq = chains.len() as i64 + 1;
             if seq != expected_seq {
                 report.problem = fail(format!(
                     "expected seq {expected_seq} (entries missing or reordered)"
                 ));
                 return Ok(report);
             }
-            expected_seq += 1;
             let stored = digests[i].clone().unwrap_or_default();
             if erased[i] {
                 report.erased += 1;
@@ -540,6 +804,11 @@ pub async fn verify(lake: &Lake) -> Result<Verification> {
                 ];
                 if content.iter().any(|c| c.is_some()) {
                     report.problem = fail("marked erased but holds content".into());
+                    return Ok(report);
+                }
+                if !accounted.contains(&seq) {
+                    report.problem =
+                        fail("redacted, but no erasure in table erasures lists it".into());
                     return Ok(report);
                 }
             } else {
@@ -560,15 +829,159 @@ pub async fn verify(lake: &Lake) -> Result<Verification> {
                 }
             }
             let expected = link(&previous, &stored);
-            if chains[i].as_deref() != Some(expected.as_str()) {
+            if chain_column[i].as_deref() != Some(expected.as_str()) {
                 report.problem =
                     fail("chain link broken (an earlier entry or this digest was altered)".into());
                 return Ok(report);
             }
+            chains.push(expected.clone());
             previous = expected;
         }
     }
+    let records: Vec<RecordedHead> = lake
+        .commit_records(TableKind::Ledger)
+        .await?
+        .into_iter()
+        .map(|r| RecordedHead {
+            version: r.version,
+            txn: r.txns.get(LEDGER_HEAD_APP_ID).copied(),
+            head: r.metadata.get(HEAD_METADATA_KEY).cloned(),
+        })
+        .collect();
+    let (heads, problem) = check_heads(&records, &chains);
+    report.heads = heads;
+    if let Some(last) = chains.last() {
+        report.head = head_record(&(chains.len() as i64, last.clone()));
+    }
+    report.problem = problem;
     Ok(report)
+}
+
+/// What one ledger commit recorded about the head it left.
+#[derive(Debug, Clone, PartialEq)]
+struct RecordedHead {
+    /// The table version of the commit.
+    version: i64,
+    /// Its `txn` [`LEDGER_HEAD_APP_ID`]: the last seq.
+    txn: Option<i64>,
+    /// Its `commitInfo` [`HEAD_METADATA_KEY`]: `<seq>:<chain>`.
+    head: Option<String>,
+}
+
+/// Compares the heads the commits recorded (oldest first) with the table's chains
+/// (`chains[i]`: the chain of entry i + 1). Returns how many heads were compared and
+/// the problem with the lowest seq, if any.
+fn check_heads(records: &[RecordedHead], chains: &[String]) -> (u64, Option<String>) {
+    let last = chains.len() as i64;
+    let mut compared = 0;
+    let mut problems: Vec<(i64, String)> = Vec::new();
+    let missing = |version: i64, seq: i64, problems: &mut Vec<(i64, String)>| {
+        problems.push((
+            last + 1,
+            format!(
+                "entry {}: missing, but commit {version} recorded the head at seq {seq} \
+                 (entries after {last} removed)",
+                last + 1
+            ),
+        ));
+    };
+    for record in records {
+        if let Some(seq) = record.txn
+            && seq > last
+        {
+            missing(record.version, seq, &mut problems);
+        }
+        let Some(head) = &record.head else {
+            continue;
+        };
+        compared += 1;
+        let parsed = head
+            .split_once(':')
+            .and_then(|(seq, chain)| Some((seq.parse::<i64>().ok()?, chain)));
+        let Some((seq, chain)) = parsed else {
+            problems.push((
+                0,
+                format!(
+                    "commit {}: unreadable recorded head {head:?}",
+                    record.version
+                ),
+            ));
+            continue;
+        };
+        if seq > last {
+            missing(record.version, seq, &mut problems);
+        } else if seq >= 1 && chains[(seq - 1) as usize] != chain {
+            problems.push((
+                seq,
+                format!(
+                    "entry {seq}: its chain differs from the one commit {} recorded \
+                     (entries up to here rewritten)",
+                    record.version
+                ),
+            ));
+        } else if seq == 0 && chain != GENESIS {
+            problems.push((
+                0,
+                format!(
+                    "commit {}: recorded an empty ledger with a chain",
+                    record.version
+                ),
+            ));
+        }
+    }
+    // The newest commit that recorded a head must have recorded this table's last
+    // entry: later entries were appended by no ledger writer.
+    if let Some(seq) = records.iter().rev().find_map(|r| r.txn)
+        && seq < last
+    {
+        problems.push((
+            seq + 1,
+            format!(
+                "entry {}: after the head the last ledger commit recorded ({seq}): \
+                 appended outside the ledger's writers",
+                seq + 1
+            ),
+        ));
+    }
+    let problem = problems
+        .into_iter()
+        .min_by_key(|(seq, _)| *seq)
+        .map(|(_, p)| p);
+    (compared, problem)
+}
+
+/// The ledger seqs the erasures list as redacted by them.
+async fn redactions(ctx: &SessionContext) -> Result<HashSet<i64>> {
+    let batches = collect(
+        ctx,
+        &format!(
+            "SELECT receipt FROM erasures WHERE status = {} AND receipt IS NOT NULL",
+            quote(REDACTION_STATUS)
+        ),
+    )
+    .await?;
+    let mut seqs = HashSet::new();
+    for batch in &batches {
+        for receipt in strings(batch, "receipt")?.into_iter().flatten() {
+            seqs.extend(redacted_seqs(&receipt));
+        }
+    }
+    Ok(seqs)
+}
+
+/// The seqs an erasure's receipt `["ledger", {"seqs": [...]}]` lists (none for
+/// another table's).
+fn redacted_seqs(receipt: &str) -> Vec<i64> {
+    let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(receipt) else {
+        return Vec::new();
+    };
+    match parts.as_slice() {
+        [Value::String(table), detail, ..] if table == TableKind::Ledger.name() => detail["seqs"]
+            .as_array()
+            .map(|seqs| seqs.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 /// The static name of a known entry kind ("" for an unknown one, which then fails
@@ -580,6 +993,7 @@ fn kind_name(kind: &str) -> &'static str {
         "unlink",
         "grant",
         "confirm",
+        "confirm_refused",
         "withdraw",
         "unsubscribe",
     ]
@@ -607,16 +1021,62 @@ mod tests {
         }
     }
 
+    /// A consent event of `visitor` (of `kind`) at `at`.
+    fn consent(visitor: &str, kind: &str, at: i64, purposes: &str, evidence: &str) -> SourceEvent {
+        SourceEvent {
+            event_id: format!("c{at}"),
+            event_type: "consent".into(),
+            event_time: at,
+            visitor_id: visitor.into(),
+            visitor_kind: kind.into(),
+            consent_purposes: Some(purposes.into()),
+            consent_evidence: Some(evidence.into()),
+            ..SourceEvent::default()
+        }
+    }
+
+    /// The consent event the collector's signed-link endpoint makes for `grant_seq`.
+    fn signed_confirm(subject: &str, at: i64, grant_seq: i64) -> SourceEvent {
+        consent(
+            subject,
+            "subject",
+            at,
+            r#"{"marketing":"granted"}"#,
+            &format!(
+                r#"{{"purposes":["marketing"],"confirmation":true,"method":"double_opt_in_link","grant_seq":{grant_seq}}}"#
+            ),
+        )
+    }
+
+    fn kinds(drafts: &[Draft]) -> Vec<(&'static str, Option<&str>)> {
+        drafts
+            .iter()
+            .map(|d| (d.kind, d.reason.as_deref()))
+            .collect()
+    }
+
     const FULL: &str = r#"{"purposes":["marketing"],"text_id":"nl-3","policy_version":"7"}"#;
+    const GRANTED: &str = r#"{"marketing":"granted"}"#;
+    const WITHDRAWN: &str = r#"{"marketing":"withdrawn"}"#;
 
     #[test]
     fn identify_with_evidence_links_and_grants() {
-        let mut links = HashMap::new();
-        let drafts = entries_for(&identify(FULL, Some("https://s/f")), &mut links);
+        let mut known = Known::after(0);
+        let drafts = entries(&[identify(FULL, Some("https://s/f"))], &mut known);
         let kinds: Vec<_> = drafts.iter().map(|d| d.kind).collect();
         assert_eq!(kinds, ["link", "grant"]);
         assert_eq!(drafts[1].purpose.as_deref(), Some("marketing"));
-        assert_eq!(links.get("v1").map(String::as_str), Some("s1"));
+        assert_eq!(drafts[1].visitor_id.as_deref(), Some("v1"));
+        assert_eq!(known.links.get("v1").map(String::as_str), Some("s1"));
+        assert_eq!(known.next_seq, 3);
+        assert_eq!(
+            known.marketing["s1"],
+            [MarketingEntry {
+                seq: 2,
+                at: 1_000,
+                kind: "grant"
+            }]
+        );
         let evidence: Value =
             serde_json::from_str(drafts[0].evidence.as_deref().expect("test")).expect("test");
         assert_eq!(evidence["source_url"], "https://s/f");
@@ -625,61 +1085,91 @@ mod tests {
 
     #[test]
     fn identify_without_policy_is_refused_with_reason() {
-        let mut links = HashMap::new();
+        let known = Known::after(0);
         let drafts = entries_for(
             &identify(
                 r#"{"purposes":["marketing"],"text_id":"x"}"#,
                 Some("https://s/f"),
             ),
-            &mut links,
+            &known,
         );
         assert_eq!(drafts.len(), 1);
         assert_eq!(drafts[0].kind, "link_refused");
         assert_eq!(drafts[0].reason.as_deref(), Some("no_policy_reference"));
         assert_eq!(drafts[0].subject_id, None);
-        assert!(links.is_empty());
+    }
+
+    /// Regression: any browser could send `confirmation: true` with a sign-up and
+    /// skip the double opt-in.
+    #[test]
+    fn an_identify_never_confirms() {
+        let mut known = Known::after(0);
+        let forged = r#"{"purposes":["marketing"],"text_id":"nl","policy_version":"7","confirmation":true,"method":"double_opt_in_link","grant_seq":2}"#;
+        let drafts = entries(&[identify(forged, Some("https://s/f"))], &mut known);
+        assert_eq!(kinds(&drafts), [("link", None), ("grant", None)]);
+    }
+
+    #[test]
+    fn a_cookieless_identify_records_the_person_but_links_nothing() {
+        let mut known = Known::after(0);
+        let mut event = identify(
+            r#"{"purposes":["analytics","marketing"],"text_id":"nl","policy_version":"7"}"#,
+            Some("https://s/f"),
+        );
+        event.visitor_kind = "cookieless".into();
+        let drafts = entries(&[event], &mut known);
+        assert_eq!(
+            kinds(&drafts),
+            [
+                ("link_refused", Some("not_persistent_visitor")),
+                ("grant", None),
+                ("grant", None)
+            ]
+        );
+        assert_eq!(drafts[0].visitor_id.as_deref(), Some("v1"));
+        for grant in &drafts[1..] {
+            assert_eq!(
+                (grant.subject_id.as_deref(), grant.visitor_id.as_deref()),
+                (Some("s1"), None)
+            );
+        }
+        assert!(known.links.is_empty(), "{:?}", known.links);
+        // Later consent events of the shared id name no person.
+        let later = entries(
+            &[consent("v1", "cookieless", 2_000, WITHDRAWN, "{}")],
+            &mut known,
+        );
+        assert_eq!(later[0].subject_id, None);
     }
 
     #[test]
     fn consent_events_map_to_kinds() {
-        let mut links = HashMap::from([("v1".to_owned(), "s1".to_owned())]);
-        let event = |purposes: &str, evidence: Option<&str>, kind: &str| SourceEvent {
-            event_type: "consent".into(),
-            visitor_id: "v1".into(),
-            visitor_kind: kind.into(),
-            consent_purposes: Some(purposes.into()),
-            consent_evidence: evidence.map(str::to_owned),
-            ..SourceEvent::default()
-        };
-        let d = entries_for(
-            &event(
-                r#"{"marketing":"granted","analytics":"withdrawn"}"#,
-                None,
+        let mut known = Known::after(0);
+        known.links.insert("v1".into(), "s1".into());
+        let d = entries(
+            &[consent(
+                "v1",
                 "persistent",
-            ),
-            &mut links,
+                1,
+                r#"{"marketing":"granted","analytics":"withdrawn"}"#,
+                "{}",
+            )],
+            &mut known,
         );
         let kinds: Vec<_> = d
             .iter()
             .map(|d| (d.kind, d.subject_id.as_deref()))
             .collect();
         assert_eq!(kinds, [("withdraw", Some("s1")), ("grant", Some("s1"))]);
-        let d = entries_for(
-            &event(
-                r#"{"marketing":"granted"}"#,
-                Some(r#"{"confirmation":true}"#),
-                "persistent",
-            ),
-            &mut links,
-        );
-        assert_eq!(d[0].kind, "confirm");
-        let d = entries_for(
-            &event(
-                r#"{"marketing":"withdrawn"}"#,
-                Some(r#"{"method":"one_click_unsubscribe"}"#),
+        let d = entries(
+            &[consent(
+                "v1",
                 "subject",
-            ),
-            &mut links,
+                2,
+                WITHDRAWN,
+                r#"{"method":"one_click_unsubscribe"}"#,
+            )],
+            &mut known,
         );
         assert_eq!(
             (
@@ -689,6 +1179,207 @@ mod tests {
             ),
             ("unsubscribe", Some("v1"), None)
         );
+    }
+
+    #[test]
+    fn only_the_signed_link_for_the_latest_grant_confirms() {
+        // seq 1 link, 2 grant (marketing) of s1 at t = 1000.
+        let signup = identify(FULL, Some("https://s/f"));
+        let mut known = Known::after(0);
+        entries(std::slice::from_ref(&signup), &mut known);
+        let d = entries(&[signed_confirm("s1", 5_000, 2)], &mut known);
+        assert_eq!(kinds(&d), [("confirm", None)]);
+        assert_eq!(
+            (d[0].subject_id.as_deref(), d[0].visitor_id.as_deref()),
+            (Some("s1"), None)
+        );
+        let evidence: Value =
+            serde_json::from_str(d[0].evidence.as_deref().expect("test")).expect("test");
+        assert_eq!(evidence["method"], DOUBLE_OPT_IN_METHOD);
+        assert_eq!(evidence["grant_seq"], 2);
+
+        // What a browser could send (the collector clears these fields, but the ledger
+        // does not rely on it): refused, never a confirmation.
+        let cases = [
+            (
+                consent(
+                    "v1",
+                    "persistent",
+                    6_000,
+                    GRANTED,
+                    r#"{"purposes":["marketing"],"confirmation":true}"#,
+                ),
+                "not_signed_link",
+            ),
+            (
+                consent(
+                    "v1",
+                    "persistent",
+                    6_000,
+                    GRANTED,
+                    r#"{"confirmation":true,"method":"double_opt_in_link","grant_seq":2}"#,
+                ),
+                "not_signed_link",
+            ),
+            (
+                consent(
+                    "s1",
+                    "subject",
+                    6_000,
+                    GRANTED,
+                    r#"{"confirmation":true,"method":"one_click_unsubscribe","grant_seq":2}"#,
+                ),
+                "not_signed_link",
+            ),
+            (
+                consent(
+                    "s1",
+                    "subject",
+                    6_000,
+                    GRANTED,
+                    r#"{"method":"double_opt_in_link","grant_seq":2}"#,
+                ),
+                "not_signed_link",
+            ),
+            (
+                consent(
+                    "s1",
+                    "subject",
+                    6_000,
+                    WITHDRAWN,
+                    r#"{"confirmation":true,"method":"double_opt_in_link","grant_seq":2}"#,
+                ),
+                "not_marketing_grant",
+            ),
+            (
+                consent(
+                    "s1",
+                    "subject",
+                    6_000,
+                    GRANTED,
+                    r#"{"confirmation":true,"method":"double_opt_in_link"}"#,
+                ),
+                "unknown_grant",
+            ),
+            (signed_confirm("s1", 6_000, 1), "unknown_grant"),
+            (signed_confirm("s2", 6_000, 2), "unknown_grant"),
+        ];
+        for (event, reason) in cases {
+            let mut known = known.clone();
+            let from_website = event.visitor_kind != "subject";
+            let d = entries(&[event], &mut known);
+            let refused = ("confirm_refused", Some(reason));
+            if from_website {
+                // The banner's grant still counts, as a grant (pending).
+                assert_eq!(kinds(&d), [("grant", None), refused], "{reason}");
+            } else {
+                assert_eq!(kinds(&d), [refused], "{reason}");
+            }
+        }
+
+        // A withdrawal after the grant, earlier in the same step: the link is stale.
+        let mut stale = Known::after(0);
+        let d = entries(
+            &[
+                signup.clone(),
+                consent("v1", "persistent", 2_000, WITHDRAWN, "{}"),
+                signed_confirm("s1", 3_000, 2),
+            ],
+            &mut stale,
+        );
+        assert_eq!(d[3].kind, "confirm_refused");
+        assert_eq!(d[3].reason.as_deref(), Some("stale_link"));
+        // A newer grant: only its own link confirms.
+        let mut newer = Known::after(0);
+        let d = entries(
+            &[
+                signup.clone(),
+                consent("v1", "persistent", 2_000, GRANTED, "{}"),
+                signed_confirm("s1", 3_000, 2),
+                signed_confirm("s1", 3_000, 3),
+            ],
+            &mut newer,
+        );
+        assert_eq!(
+            kinds(&d[3..]),
+            [("confirm_refused", Some("stale_link")), ("confirm", None)]
+        );
+        // A withdrawal recorded before the grant but made after it (event time).
+        let mut known = Known::after(10);
+        known.marketing.insert(
+            "s1".into(),
+            vec![
+                MarketingEntry {
+                    seq: 4,
+                    at: 9_000,
+                    kind: "withdraw",
+                },
+                MarketingEntry {
+                    seq: 7,
+                    at: 1_000,
+                    kind: "grant",
+                },
+            ],
+        );
+        assert_eq!(confirm_verdict(&known, "s1", Some(7)), Err("stale_link"));
+        assert_eq!(confirm_verdict(&known, "s1", Some(4)), Err("unknown_grant"));
+    }
+
+    fn head(version: i64, txn: Option<i64>, head: Option<String>) -> RecordedHead {
+        RecordedHead { version, txn, head }
+    }
+
+    #[test]
+    fn recorded_heads_catch_truncation_rewrites_and_foreign_appends() {
+        let chains: Vec<String> = (1..=4).map(|i| format!("c{i}")).collect();
+        let records = [
+            head(0, None, None),
+            head(1, Some(0), Some(format!("0:{GENESIS}"))),
+            head(2, Some(2), Some("2:c2".into())),
+            head(3, None, None),
+            head(4, Some(4), Some("4:c4".into())),
+        ];
+        assert_eq!(check_heads(&records, &chains), (3, None));
+        // The last two entries deleted.
+        let (_, problem) = check_heads(&records, &chains[..2]);
+        let problem = problem.expect("truncation");
+        assert!(problem.starts_with("entry 3: missing"), "{problem}");
+        // Only the txn of a commit whose metadata was lost still says 4.
+        let (_, problem) = check_heads(&[head(4, Some(4), None)], &chains[..3]);
+        assert!(problem.expect("truncation").starts_with("entry 4:"));
+        // Entry 2 altered and every chain recomputed.
+        let mut rewritten = chains.clone();
+        for c in &mut rewritten[1..] {
+            c.push('x');
+        }
+        let (_, problem) = check_heads(&records, &rewritten);
+        let problem = problem.expect("rewrite");
+        assert!(
+            problem.starts_with("entry 2: its chain differs"),
+            "{problem}"
+        );
+        // An entry appended without the ledger's head.
+        let mut more = chains.clone();
+        more.push("c5".into());
+        let (_, problem) = check_heads(&records, &more);
+        assert!(
+            problem
+                .expect("append")
+                .starts_with("entry 5: after the head")
+        );
+    }
+
+    #[test]
+    fn erasure_receipts_list_the_redacted_seqs() {
+        assert_eq!(
+            redacted_seqs(
+                r#"["ledger",{"rows":2,"files_rewritten":0,"files_deleted":0,"seqs":[3,7]}]"#
+            ),
+            [3, 7]
+        );
+        assert!(redacted_seqs(r#"["events",{"rows":2,"seqs":[3]}]"#).is_empty());
+        assert!(redacted_seqs(r#"{"erasure_id":"x"}"#).is_empty());
+        assert!(redacted_seqs("not json").is_empty());
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! 2. **delete** per table (`events`, `sessions`, `scores`, `segment_changes`): a
 //!    Delta DELETE whose predicate compares digests (the log records digests, never
 //!    the ids); a `table_done` row with the counts after each.
-//! 3. **redact** the ledger: content of the subject's entries set to NULL, chain kept.
+//! 3. **redact** the ledger: the seqs of the subject's entries are listed first (a
+//!    `table_done` row for `ledger`, which `spur ledger verify` requires of every
+//!    redaction), then exactly those entries' content is set to NULL, chain kept.
 //! 4. **vacuum** every table: the files the deletes replaced are deleted from storage,
 //!    so no older table version holds the subject.
 //! 5. **state files**: lines of the segment service's given-up logs naming the
@@ -31,7 +33,8 @@ use spur_lake::model::ErasureRow;
 use spur_lake::{Lake, RewriteSummary, TableKind, digest_predicate, erasures_batch, id_digest};
 use tracing::info;
 
-use spur_audience::ledger::REDACTED_COLUMNS;
+use datafusion::prelude::{col, lit};
+use spur_audience::ledger::{REDACTED_COLUMNS, REDACTION_STATUS};
 use spur_lake::read::{collect, int64s, quote, strings};
 use spur_schemas::time::{date, rfc3339_ms};
 
@@ -60,6 +63,10 @@ pub struct TableReceipt {
 
 /// The receipt of an erasure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    /// Ledger only: the seqs of the entries redacted (`spur ledger verify` accepts a
+    /// redaction only when an erasure lists its seq).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seqs: Vec<i64>,
 pub struct Receipt {
     pub erasure_id: String,
     /// SHA-256 of the subject id: how the receipt names the subject.
@@ -149,19 +156,39 @@ pub async fn erase(
             )));
         }
     }
-    let redacted = lake
-        .redact(
+    // The ledger: the seqs are listed in `erasures` first, then exactly those are
+    // redacted, so no redaction lacks the row that accounts for it (`spur ledger
+    // verify` fails on one that does); after a crash in between, the resumed run
+    // lists them again and redacts them.
+    let seqs = ledger_seqs(lake, &request.digests).await?;
+    let redacted = if seqs.is_empty() {
+        RewriteSummary::default()
+    } else {
+        let listed = TableReceipt {
+            rows: seqs.len() as u64,
+            seqs: seqs.clone(),
+            ..TableReceipt::default()
+        };
+        let json = serde_json::to_string(&(TableKind::Ledger.name(), &listed)).unwrap_or_default();
+        write_step(lake, &request.id, REDACTION_STATUS, now_ms, &[], Some(json)).await?;
+        let listed: Vec<_> = seqs.iter().map(|seq| lit(*seq)).collect();
+        lake.redact(
             TableKind::Ledger,
-            digest_predicate(&["subject_id", "visitor_id"], &request.digests),
+            digest_predicate(&["subject_id", "visitor_id"], &request.digests)
+                .and(col("seq").in_list(listed, false)),
             &REDACTED_COLUMNS,
             "erased",
         )
-        .await?;
+        .await?
+    };
     if request.completed.is_none() {
         let entry = tables
             .entry(TableKind::Ledger.name().to_owned())
             .or_default();
-        entry.rows += redacted.rows;
+        entry.seqs.extend(seqs);
+        entry.seqs.sort_unstable();
+        entry.seqs.dedup();
+        entry.rows = entry.seqs.len() as u64;
         entry.files_rewritten += redacted.files_removed;
     }
     for kind in TableKind::ALL {
@@ -214,7 +241,27 @@ fn table_receipt(summary: RewriteSummary) -> TableReceipt {
     TableReceipt {
         rows: summary.rows,
         files_rewritten: summary.files_removed,
-        files_deleted: 0,
+        ..TableReceipt::default()
+    }
+}
+
+/// The seqs of the ledger entries naming one of `digests` (as subject or visitor)
+/// that are not redacted yet, in order.
+async fn ledger_seqs(lake: &Lake, digests: &[String]) -> Result<Vec<i64>> {
+    let ctx = lake.session_context().await?;
+    let batches = ctx
+        .table(TableKind::Ledger.name())
+        .await?
+        .filter(
+            digest_predicate(&["subject_id", "visitor_id"], digests)
+                .and(col("erased").eq(lit(false))),
+        )?
+        .select_columns(&["seq"])?
+        .collect()
+        .await?;
+    let mut seqs = Vec::new();
+    for batch in &batches {
+        seqs.extend(int64s(batch, "seq")?);
     }
 }
 
@@ -240,6 +287,8 @@ async fn write_step(
 }
 
 /// The latest erasure request naming `subject_digest`, with its progress.
+    seqs.sort_unstable();
+    Ok(seqs)
 async fn find(lake: &Lake, subject_digest: &str) -> Result<Option<Request>> {
     let ctx = lake.session_context().await?;
     let batches = collect(
@@ -333,6 +382,16 @@ fn scrub_state(dir: &Path, digests: &HashSet<&str>) -> Result<Vec<String>> {
     };
     let mut changed = Vec::new();
     let entries = match std::fs::read_dir(dir) {
+                        // The ledger may be listed more than once (a resumed run).
+                        let seqs = request
+                            .done
+                            .remove(&table)
+                            .map(|earlier| earlier.seqs)
+                            .unwrap_or_default();
+                        let mut receipt = receipt;
+                        receipt.seqs.extend(seqs);
+                        receipt.seqs.sort_unstable();
+                        receipt.seqs.dedup();
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(changed),
         Err(e) => return Err(state(dir, e)),

@@ -18,7 +18,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::SessionContext;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::{StructType, Transaction};
+use deltalake::kernel::{Action, StructType, Transaction};
 use deltalake::operations::optimize::OptimizeType;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
@@ -161,6 +161,18 @@ pub struct OptimizeSummary {
     pub files_added: u64,
     pub files_removed: u64,
     pub bytes_added: i64,
+/// What one commit recorded besides its data ([`Lake::commit_records`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommitRecord {
+    /// The table version the commit made.
+    pub version: i64,
+    /// Its `txn` actions: app id → version.
+    pub txns: HashMap<String, i64>,
+    /// The string values of its `commitInfo` (Delta's own, such as `operation`, and
+    /// those given to [`Lake::append_with_metadata`]).
+    pub metadata: HashMap<String, String>,
+}
+
     pub bytes_removed: i64,
     pub partitions_optimized: u64,
     pub files_considered: usize,
@@ -269,6 +281,20 @@ impl Lake {
             ))
             .into());
         }
+    ) -> Result<i64> {
+        self.append_with_metadata(kind, batch, txns, &[]).await
+    }
+
+    /// [`Lake::append`] that also records `metadata` — `(key, value)` pairs — in the
+    /// commit's `commitInfo`, where [`Lake::commit_records`] reads them back (the
+    /// ledger records its head this way). Keys must not be Delta's own
+    /// (`operation`, `timestamp`, ...).
+    pub async fn append_with_metadata(
+        &mut self,
+        kind: TableKind,
+        batch: RecordBatch,
+        txns: &[(String, i64)],
+        metadata: &[(&str, String)],
         let mut app_ids = HashSet::new();
         if let Some((dup, _)) = txns.iter().find(|(id, _)| !app_ids.insert(id.as_str())) {
             // The Delta protocol allows one `txn` per app id in a commit.
@@ -295,7 +321,13 @@ impl Lake {
             .with_partition_columns([PARTITION_COLUMN])
             .with_writer_properties(writer_properties())
             .with_commit_properties(
-                CommitProperties::default().with_application_transactions(transactions),
+                CommitProperties::default()
+                    .with_application_transactions(transactions)
+                    .with_metadata(
+                        metadata
+                            .iter()
+                            .map(|(key, value)| ((*key).to_owned(), value.clone().into())),
+                    ),
             )
             .await?;
         let version = loaded_version(&written)?;
@@ -326,6 +358,45 @@ impl Lake {
     pub async fn session_context(&self) -> Result<SessionContext> {
         let ctx: SessionContext = deltalake::delta_datafusion::create_session().into_inner();
         for kind in TableKind::ALL {
+    /// What each commit of a table recorded — its `txn` versions and the metadata of
+    /// [`Lake::append_with_metadata`] — for every commit still in the log
+    /// (`delta.logRetentionDuration`) up to the version this `Lake` holds, oldest
+    /// first: the same state [`Lake::session_context`] reads.
+    pub async fn commit_records(&self, kind: TableKind) -> Result<Vec<CommitRecord>> {
+        let table = self.table(kind);
+        let latest = loaded_version(table)?;
+        let store = table.log_store();
+        let mut records = Vec::new();
+        for version in 0..=latest {
+            let number = version.unsigned_abs();
+            // Commits older than the log's retention are gone: nothing to read.
+            let Some(bytes) = store.read_commit_entry(number).await? else {
+                continue;
+            };
+            let mut record = CommitRecord {
+                version,
+                ..CommitRecord::default()
+            };
+            for action in deltalake::logstore::get_actions(number, &bytes)? {
+                match action {
+                    Action::Txn(txn) => {
+                        record.txns.insert(txn.app_id, txn.version);
+                    }
+                    Action::CommitInfo(info) => {
+                        record
+                            .metadata
+                            .extend(info.info.into_iter().filter_map(|(key, value)| {
+                                value.as_str().map(|v| (key, v.to_owned()))
+                            }));
+                    }
+                    _ => {}
+                }
+            }
+            records.push(record);
+        }
+        Ok(records)
+    }
+
             let table = self.table(kind);
             // Makes the table's object store (local, s3, ...) known to the session.
             table.update_datafusion_session(&ctx.state())?;

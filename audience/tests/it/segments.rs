@@ -85,7 +85,12 @@ async fn subjects_enter_and_leave_with_reasons_and_only_with_consent() -> Result
     let root = root(&dir)?;
     let mut writer = Writer::new(&root).await?;
     let scoring = Default::default();
-    let lifecycle = LifecycleConfig::default();
+    // Consent as the sites send it: granted at sign-up or on the banner, no double
+    // opt-in (its signed link is `ledger.rs`'s subject).
+    let lifecycle = LifecycleConfig {
+        double_opt_in: false,
+        ..LifecycleConfig::default()
+    };
     let segments = boot_fans();
 
     // mail-a: signs up with marketing consent and views 4 boots pages (raw ≈ 4 → 0.44).
@@ -230,7 +235,7 @@ async fn subjects_enter_and_leave_with_reasons_and_only_with_consent() -> Result
     .await?;
     ensure!(
         timeline.starts_with(
-            "kind,detail\nconsent,confirm marketing\nconsent,grant analytics\nfirst_contact,\nidentified,newsletter\n"
+            "kind,detail\nconsent,grant analytics\nconsent,grant marketing\nfirst_contact,\nidentified,newsletter\n"
         ),
         "{timeline}"
     );

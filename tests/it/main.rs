@@ -17,6 +17,7 @@ mod harness;
 mod broker_restart;
 mod collector_crash;
 mod collector_e2e;
+mod mailing_e2e;
 mod processor_e2e;
 mod segments_e2e;
 mod tracker;

@@ -1,5 +1,6 @@
 //! The whole pipeline against a real broker: collector → processor → lake → segment
-//! service → topic `spur.segments.v1`. A visitor signs up with (confirmed) marketing
+//! service → topic `spur.segments.v1`, with single opt-in (`lifecycle.double_opt_in =
+//! false`; the double opt-in is `mailing_e2e`). A visitor signs up with marketing
 //! consent and reads about boots: it enters `boot_fans`; it withdraws consent: it
 //! leaves; it consents again: it re-enters, with a one-click unsubscribe link; the
 //! link is used (RFC 8058 POST to the collector): it leaves, reason `unsubscribed`,
@@ -26,6 +27,11 @@ url = "http://collector.example/v1/unsubscribe"
 
 [lake]
 root = "{lake}"
+
+# Single opt-in here: this test is about segment changes on the topic; the double
+# opt-in through the signed link is `mailing_e2e`.
+[lifecycle]
+double_opt_in = false
 
 [processor]
 keys_dir = "{keys}"

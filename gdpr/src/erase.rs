@@ -59,14 +59,14 @@ pub struct TableReceipt {
     pub rows: u64,
     pub files_rewritten: u64,
     pub files_deleted: u64,
-}
-
-/// The receipt of an erasure.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     /// Ledger only: the seqs of the entries redacted (`spur ledger verify` accepts a
     /// redaction only when an erasure lists its seq).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seqs: Vec<i64>,
+}
+
+/// The receipt of an erasure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     pub erasure_id: String,
     /// SHA-256 of the subject id: how the receipt names the subject.
@@ -263,6 +263,8 @@ async fn ledger_seqs(lake: &Lake, digests: &[String]) -> Result<Vec<i64>> {
     for batch in &batches {
         seqs.extend(int64s(batch, "seq")?);
     }
+    seqs.sort_unstable();
+    Ok(seqs)
 }
 
 async fn write_step(
@@ -287,8 +289,6 @@ async fn write_step(
 }
 
 /// The latest erasure request naming `subject_digest`, with its progress.
-    seqs.sort_unstable();
-    Ok(seqs)
 async fn find(lake: &Lake, subject_digest: &str) -> Result<Option<Request>> {
     let ctx = lake.session_context().await?;
     let batches = collect(
@@ -358,6 +358,16 @@ async fn find(lake: &Lake, subject_digest: &str) -> Result<Option<Request>> {
                         .as_deref()
                         .and_then(|r| serde_json::from_str::<(String, TableReceipt)>(r).ok())
                     {
+                        // The ledger may be listed more than once (a resumed run).
+                        let seqs = request
+                            .done
+                            .remove(&table)
+                            .map(|earlier| earlier.seqs)
+                            .unwrap_or_default();
+                        let mut receipt = receipt;
+                        receipt.seqs.extend(seqs);
+                        receipt.seqs.sort_unstable();
+                        receipt.seqs.dedup();
                         request.done.insert(table, receipt);
                     }
                 }
@@ -382,16 +392,6 @@ fn scrub_state(dir: &Path, digests: &HashSet<&str>) -> Result<Vec<String>> {
     };
     let mut changed = Vec::new();
     let entries = match std::fs::read_dir(dir) {
-                        // The ledger may be listed more than once (a resumed run).
-                        let seqs = request
-                            .done
-                            .remove(&table)
-                            .map(|earlier| earlier.seqs)
-                            .unwrap_or_default();
-                        let mut receipt = receipt;
-                        receipt.seqs.extend(seqs);
-                        receipt.seqs.sort_unstable();
-                        receipt.seqs.dedup();
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(changed),
         Err(e) => return Err(state(dir, e)),

@@ -153,14 +153,6 @@ impl std::fmt::Display for TableKind {
     }
 }
 
-/// What an [`Lake::optimize`] did.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct OptimizeSummary {
-    /// Table version after the run (unchanged if there was nothing to compact).
-    pub version: i64,
-    pub files_added: u64,
-    pub files_removed: u64,
-    pub bytes_added: i64,
 /// What one commit recorded besides its data ([`Lake::commit_records`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CommitRecord {
@@ -173,6 +165,14 @@ pub struct CommitRecord {
     pub metadata: HashMap<String, String>,
 }
 
+/// What an [`Lake::optimize`] did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OptimizeSummary {
+    /// Table version after the run (unchanged if there was nothing to compact).
+    pub version: i64,
+    pub files_added: u64,
+    pub files_removed: u64,
+    pub bytes_added: i64,
     pub bytes_removed: i64,
     pub partitions_optimized: u64,
     pub files_considered: usize,
@@ -274,14 +274,6 @@ impl Lake {
         batch: RecordBatch,
         txns: &[(String, i64)],
     ) -> Result<i64> {
-        let expected = kind.schema();
-        if batch.schema().fields() != expected.fields() {
-            return Err(ArrowError::SchemaError(format!(
-                "batch does not have the schema of table {kind}"
-            ))
-            .into());
-        }
-    ) -> Result<i64> {
         self.append_with_metadata(kind, batch, txns, &[]).await
     }
 
@@ -295,6 +287,14 @@ impl Lake {
         batch: RecordBatch,
         txns: &[(String, i64)],
         metadata: &[(&str, String)],
+    ) -> Result<i64> {
+        let expected = kind.schema();
+        if batch.schema().fields() != expected.fields() {
+            return Err(ArrowError::SchemaError(format!(
+                "batch does not have the schema of table {kind}"
+            ))
+            .into());
+        }
         let mut app_ids = HashSet::new();
         if let Some((dup, _)) = txns.iter().find(|(id, _)| !app_ids.insert(id.as_str())) {
             // The Delta protocol allows one `txn` per app id in a commit.
@@ -350,14 +350,6 @@ impl Lake {
         Ok(version)
     }
 
-    /// A DataFusion session with every table registered under its name (`events`,
-    /// `sessions`, `scores`),
-    /// and the views of [`crate::views`] (`pageviews`, with dwell times),
-    /// at the versions this `Lake` holds (call [`Lake::refresh`] first to see other
-    /// writers' commits). Filters on `dt` prune whole partitions.
-    pub async fn session_context(&self) -> Result<SessionContext> {
-        let ctx: SessionContext = deltalake::delta_datafusion::create_session().into_inner();
-        for kind in TableKind::ALL {
     /// What each commit of a table recorded — its `txn` versions and the metadata of
     /// [`Lake::append_with_metadata`] — for every commit still in the log
     /// (`delta.logRetentionDuration`) up to the version this `Lake` holds, oldest
@@ -397,6 +389,14 @@ impl Lake {
         Ok(records)
     }
 
+    /// A DataFusion session with every table registered under its name (`events`,
+    /// `sessions`, `scores`),
+    /// and the views of [`crate::views`] (`pageviews`, with dwell times),
+    /// at the versions this `Lake` holds (call [`Lake::refresh`] first to see other
+    /// writers' commits). Filters on `dt` prune whole partitions.
+    pub async fn session_context(&self) -> Result<SessionContext> {
+        let ctx: SessionContext = deltalake::delta_datafusion::create_session().into_inner();
+        for kind in TableKind::ALL {
             let table = self.table(kind);
             // Makes the table's object store (local, s3, ...) known to the session.
             table.update_datafusion_session(&ctx.state())?;

@@ -157,6 +157,13 @@ enum SubjectCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Subject ids for a mailing list: a CSV of e-mail addresses (first column,
+    /// header optional) in, `email,subject_id,known,error` out; invalid rows are
+    /// also named on stderr.
+    Resolve {
+        /// The CSV file, or `-` for standard input.
+        list: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -396,6 +403,21 @@ async fn subject(settings: &Settings, command: SubjectCommand) -> anyhow::Result
             let out =
                 spur_gdpr::admin::split(&mut lake, &id, Some(visitor), reason, now_ms()).await?;
             println!("{out}");
+        }
+        SubjectCommand::Resolve { list } => {
+            let text = if list == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&list)?
+            };
+            let pseudonym = spur_gdpr::subject::email_pseudonyms(&settings.processor.keys_dir)
+                .map_err(anyhow::Error::msg)?;
+            let answer = spur_gdpr::resolve::resolve_list(&lake, &text, &pseudonym).await?;
+            print!("{}", answer.csv);
+            if !answer.invalid_rows.is_empty() {
+                let rows: Vec<String> = answer.invalid_rows.iter().map(usize::to_string).collect();
+                eprintln!("not an e-mail address in row(s) {}", rows.join(", "));
+            }
         }
     }
     Ok(())

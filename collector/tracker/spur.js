@@ -22,8 +22,9 @@ var A = new URL(s.src).origin + '/v1/batch', K = 'spur_vid', C = 'spur_c';
 var st, v, c = {}, u, t0 = 0, e = 0, y = 0, G = ['withdrawn', 'granted'];
 function now() { return Date.now(); }
 function on(t, x, f, o) { t.addEventListener(x, f, o); }
-// 128 random bits as digits: valid as an event or visitor id.
-function rid() { return crypto.getRandomValues(new Uint32Array(4)).join(''); }
+// 128 random bits as digits, padded: always 32-40 characters, a valid event or
+// visitor id (the collector refuses ids shorter than 8).
+function rid() { return crypto.getRandomValues(new Uint32Array(4)).join('').padStart(32, '0'); }
 try { st = w.localStorage; v = st.getItem(K); if (v) c = JSON.parse(st.getItem(C)) || c; } catch (x) {}
 // Sends one event; engagement goes by sendBeacon (survives unload), the rest by fetch
 // (.catch(Object) swallows network errors: Object(err) returns without throwing).

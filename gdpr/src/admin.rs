@@ -8,7 +8,18 @@
 //!   with a `summary` field (the readable version);
 //! - `POST /v1/subjects/erase` `{"subject": …}` → the erasure receipt;
 //! - `POST /v1/subjects/split` `{"subject": …, "visitor": "<visitor id>", "reason": …}`
-//!   → the `unlink` ledger entry (undoes a wrong merge).
+//!   → the `unlink` ledger entry (undoes a wrong merge);
+//! - `POST /v1/subjects/withdraw` `{"subject": …, "purpose": "marketing"}` → an
+//!   operator `withdraw` entry in the consent ledger ([`withdraw`]: the mailing
+//!   system's own unsubscribe), answered with its `seq`;
+//! - `POST /v1/subjects/resolve` `{"emails": ["…", …]}` (at most
+//!   [`MAX_EMAILS`](crate::resolve::MAX_EMAILS), 413 beyond) →
+//!   `{"subjects": [{"email", "subject_id", "known"}, …]}` in the request's order;
+//!   an invalid address gets `"subject_id": null` and an `error` on its entry
+//!   ([`crate::resolve`]).
+//!
+//! Bodies are at most 4 KiB, a resolve request's at most 4 MiB. Nothing a request
+//! names (a subject, an address) is written to a log line.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,6 +46,7 @@ use spur_audience::ledger::{Draft, Ledger};
 use crate::erase::{EraseOptions, erase};
 use crate::error::{Error, Result};
 use crate::export::export;
+use crate::resolve::{MAX_EMAILS, resolve};
 
 /// `[admin]`: the GDPR admin endpoints (`spur admin`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +104,17 @@ impl std::fmt::Debug for Admin {
 
 /// Body limit of admin requests.
 const MAX_BODY: usize = 4 * 1024;
+
+/// Body limit of a resolve request: [`MAX_EMAILS`] addresses of up to 254
+/// characters, JSON-quoted, fit with room to spare.
+const MAX_RESOLVE_BODY: usize = 4 * 1024 * 1024;
+
+/// The `method` of the evidence of a withdrawal the mailing system reports.
+pub const MAILER_UNSUBSCRIBE_METHOD: &str = "mailer_unsubscribe";
+
+/// How often a withdrawal is tried when another writer appends to the ledger at
+/// the same moment.
+const WITHDRAW_ATTEMPTS: u32 = 5;
 
 /// Serves the admin endpoints until `shutdown` resolves.
 pub async fn serve(
@@ -184,6 +207,14 @@ struct SubjectRequest {
     reason: Option<String>,
     #[serde(default)]
     format: Option<String>,
+    #[serde(default)]
+    purpose: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveRequest {
+    emails: Vec<String>,
 }
 
 async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -199,7 +230,16 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
         (&Method::POST, "/v1/subjects/export") => "export",
         (&Method::POST, "/v1/subjects/erase") => "erase",
         (&Method::POST, "/v1/subjects/split") => "split",
-        (_, "/v1/subjects/export" | "/v1/subjects/erase" | "/v1/subjects/split") => {
+        (&Method::POST, "/v1/subjects/withdraw") => "withdraw",
+        (&Method::POST, "/v1/subjects/resolve") => "resolve",
+        (
+            _,
+            "/v1/subjects/export"
+            | "/v1/subjects/erase"
+            | "/v1/subjects/split"
+            | "/v1/subjects/withdraw"
+            | "/v1/subjects/resolve",
+        ) => {
             let mut response = refuse(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -212,16 +252,24 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
         }
         _ => return refuse(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
     };
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    let (limit, limit_text) = if action == "resolve" {
+        (MAX_RESOLVE_BODY, "4 MiB")
+    } else {
+        (MAX_BODY, "4 KiB")
+    };
+    let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(body) => body.to_bytes(),
         Err(_) => {
             return refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
-                "the request body exceeds 4 KiB",
+                &format!("the request body exceeds {limit_text}"),
             );
         }
     };
+    if action == "resolve" {
+        return handle_resolve(admin, &body).await;
+    }
     let request: SubjectRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {
@@ -238,6 +286,10 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
     };
     let now = chrono::Utc::now().timestamp_millis();
     let mut lake = admin.lake.lock().await;
+    // The handle was opened at start-up: read what other writers committed since.
+    if let Err(e) = lake.refresh().await {
+        return answer(action, Err(e.into()));
+    }
     let result = match action {
         "export" => export(&lake, &subject, now).await.map(|export| {
             if request.format.as_deref() == Some("summary") {
@@ -251,8 +303,15 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
         "erase" => erase(&mut lake, &subject, now, &admin.erase)
             .await
             .and_then(|r| serde_json::to_value(r).map_err(|e| Error::Config(e.to_string()))),
+        "withdraw" => withdraw(&mut lake, &subject, request.purpose, now).await,
         _ => split(&mut lake, &subject, request.visitor, request.reason, now).await,
     };
+    answer(action, result)
+}
+
+/// The reply to a request that ran: 200 with its value, 400 when the request was
+/// wrong, 503 (safe to retry) when the lake failed.
+fn answer(action: &str, result: Result<Value>) -> Response<Full<Bytes>> {
     match result {
         Ok(value) => reply(StatusCode::OK, value),
         Err(Error::Config(message)) => refuse(StatusCode::BAD_REQUEST, "refused", &message),
@@ -265,6 +324,89 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
             )
         }
     }
+}
+
+/// `POST /v1/subjects/resolve`: the subject id of every address of the body.
+async fn handle_resolve(admin: &Admin, body: &[u8]) -> Response<Full<Bytes>> {
+    let request: ResolveRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                &format!("expected {{\"emails\": [...]}}: {e}"),
+            );
+        }
+    };
+    if request.emails.len() > MAX_EMAILS {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_emails",
+            &format!("at most {MAX_EMAILS} addresses per request"),
+        );
+    }
+    let mut lake = admin.lake.lock().await;
+    if let Err(e) = lake.refresh().await {
+        return answer("resolve", Err(e.into()));
+    }
+    let result = resolve(&lake, &request.emails, &|email: &str| {
+        (admin.resolve)(email)
+    })
+    .await
+    .map(|subjects| json!({ "subjects": subjects }));
+    answer("resolve", result)
+}
+
+/// Records that the subject withdrew consent to `purpose` (`marketing` when not
+/// given) through the mailing system: an operator `withdraw` entry with evidence
+/// `{"method": "mailer_unsubscribe", "purposes": [purpose]}`, at `now_ms`. The
+/// segment service's next step reads it and the subject's members exit with reason
+/// `consent_withdrawn`. A subject the lake does not know yet is recorded all the
+/// same (the withdrawal then already stands when it links). Another writer
+/// appending at the same moment makes the commit conflict; it is retried on the new
+/// head.
+pub async fn withdraw(
+    lake: &mut Lake,
+    subject: &str,
+    purpose: Option<String>,
+    now_ms: i64,
+) -> Result<Value> {
+    let purpose = purpose.unwrap_or_else(|| "marketing".into());
+    if !spur_schemas::identify::PURPOSES.contains(&purpose.as_str()) {
+        return Err(Error::Config(format!(
+            "unknown purpose {purpose:?}: one of {}",
+            spur_schemas::identify::PURPOSES.join(", ")
+        )));
+    }
+    let draft = Draft {
+        at: now_ms,
+        kind: "withdraw",
+        purpose: Some(purpose.clone()),
+        subject_id: Some(subject.to_owned()),
+        evidence: Some(
+            json!({"method": MAILER_UNSUBSCRIBE_METHOD, "purposes": [purpose]}).to_string(),
+        ),
+        ..Draft::default()
+    };
+    let mut attempt = 1;
+    let rows = loop {
+        match Ledger::append_operator(lake, vec![draft.clone()], now_ms).await {
+            Ok(rows) => break rows,
+            // `append_operator` reloads the head each time: a conflict with another
+            // writer's commit succeeds on the next try; anything else fails alike.
+            Err(e) if attempt < WITHDRAW_ATTEMPTS => {
+                warn!(error = %spur_schemas::error_chain(&e), attempt, "ledger append failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    Ok(json!({
+        "withdrawn": purpose,
+        "subject_id": subject,
+        "seq": rows.last().map(|r| r.seq),
+    }))
 }
 
 /// Undoes the link of `visitor` to `subject`: an `unlink` entry. The visitor's

@@ -4,7 +4,10 @@
 //!   readable summary;
 //! - [`erase`] (Art. 17): every trace of a subject removed from every table and file,
 //!   resumable, with a receipt and the suppression list;
-//! - [`admin`]: the bearer-token HTTP endpoints for both (`spur admin`);
+//! - [`admin`]: the bearer-token HTTP endpoints for both, and for a mailing
+//!   system's own unsubscribe (a ledger withdrawal) and list resolution (`spur admin`);
+//! - [`resolve`]: subject ids for a mailer's list of e-mail addresses, CSV in and out
+//!   (`spur subject resolve`);
 //! - [`subject`]: a subject from an id or an e-mail address (with the identity key),
 //!   and the receipt's notes on Kafka;
 //! - [`retention`] (`spur lake retention`) and [`residency`] (where the lake and the
@@ -21,6 +24,7 @@ pub mod erase;
 mod error;
 pub mod export;
 pub mod residency;
+pub mod resolve;
 pub mod retention;
 pub mod subject;
 

@@ -30,6 +30,16 @@ pub fn resolver(keys_dir: &Path) -> Resolver {
     })
 }
 
+/// The e-mail pseudonym function for many addresses at once: the key ring in
+/// `keys_dir` is loaded once (the [`resolver`] loads it per call, for one subject).
+pub fn email_pseudonyms(
+    keys_dir: &Path,
+) -> Result<impl Fn(&str) -> Result<String, String> + Sync + use<>, String> {
+    let keys = spur_keys::KeyRing::load(keys_dir)
+        .map_err(|e| format!("identity key in {}: {e}", keys_dir.display()))?;
+    Ok(move |email: &str| Ok(spur_keys::pseudonym::email(&keys, email).1))
+}
+
 /// What the receipt says about copies on Kafka: the events topic holds raw records
 /// (identify events carry the address in clear) until its retention deletes them.
 pub fn outside_lake(kafka: &KafkaSettings, now_ms: i64) -> Vec<String> {
@@ -86,5 +96,19 @@ mod tests {
                 .expect_err("no key")
                 .contains("identity key")
         );
+        assert!(email_pseudonyms(Path::new("/nonexistent")).is_err());
+    }
+
+    #[test]
+    fn bulk_pseudonyms_are_the_resolvers_and_ignore_case_and_spaces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        spur_keys::KeyRing::init(dir.path()).expect("keys");
+        let one = resolver(dir.path());
+        let many = email_pseudonyms(dir.path()).expect("keys load");
+        let id = one("alice@example.com").expect("resolves");
+        assert_eq!(id.len(), 32);
+        assert_eq!(many("alice@example.com").as_deref(), Ok(id.as_str()));
+        assert_eq!(many(" Alice@EXAMPLE.com ").as_deref(), Ok(id.as_str()));
+        assert_ne!(many("bob@example.com").as_deref(), Ok(id.as_str()));
     }
 }

@@ -3,11 +3,12 @@
 //! temporary directory (the fixture lake of `spur_testkit`, see `fixture.rs`); the
 //! CLI path runs `run_sql` over a catalog, the server tests talk to a real `serve` on
 //! a loopback port with tokio-postgres. Covered: the data-driven SQL cases on both
-//! paths, output formats, the read-only guard, memory and connection limits,
-//! shutdown, and new commits becoming visible.
+//! paths, output formats (CSV injection neutralised), the read-only guard, memory
+//! and connection limits, shutdown, and new commits becoming visible.
 
 mod cases;
 mod fixture;
+mod injection;
 mod limits;
 mod readonly;
 mod sql;

@@ -17,8 +17,8 @@ use spur_dispatch::SegmentsConfig;
 use spur_gdpr::residency::{self, Residency, ResidencySettings};
 use spur_gdpr::{AdminConfig, RetentionConfig};
 use spur_lake::LakeConfig;
-use spur_schemas::kafka::KafkaSettings;
 use spur_schemas::confirm::ConfirmConfig;
+use spur_schemas::kafka::KafkaSettings;
 use spur_schemas::unsubscribe::UnsubscribeConfig;
 use spur_telemetry::LogConfig;
 

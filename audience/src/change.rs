@@ -15,8 +15,8 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use spur_lake::model::SegmentChangeRow;
-use spur_schemas::time::{date, rfc3339_ms};
 use spur_schemas::confirm::ConfirmConfig;
+use spur_schemas::time::{date, rfc3339_ms};
 use spur_schemas::unsubscribe::UnsubscribeConfig;
 
 /// Entered or exited a segment, or a request to confirm marketing consent.
@@ -169,8 +169,9 @@ impl Change {
         if let Some(grant) = self.grant_seq() {
             self.confirm_url = confirm.link(&self.subject_id, grant, self.at_ms);
             if self.confirm_url.is_some() {
-                self.confirm_expires_at =
-                    Some(rfc3339_ms(confirm.expires_at(self.at_ms).saturating_mul(1000)));
+                self.confirm_expires_at = Some(rfc3339_ms(
+                    confirm.expires_at(self.at_ms).saturating_mul(1000),
+                ));
             }
         }
         self

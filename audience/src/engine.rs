@@ -337,8 +337,8 @@ impl Engine {
                 }
             }
         }
-        let interval = i64::try_from(self.lifecycle.confirmation_interval.as_millis())
-            .unwrap_or(i64::MAX);
+        let interval =
+            i64::try_from(self.lifecycle.confirmation_interval.as_millis()).unwrap_or(i64::MAX);
         for (subject, grant) in &requests {
             let confirmed = evaluation.get(*subject).is_some_and(|p| p.consent);
             let recent = self

@@ -68,9 +68,9 @@ impl Addresses {
             }
         }
         for change in changes.iter_mut().filter(|c| c.may_carry_contact()) {
-            change.contact = found
-                .get(&change.subject_id)
-                .map(|email| Contact { email: email.clone() });
+            change.contact = found.get(&change.subject_id).map(|email| Contact {
+                email: email.clone(),
+            });
         }
         Ok(())
     }

@@ -167,9 +167,11 @@ impl Vault {
             reason: reason.to_owned(),
         };
         let file: KeyFile = serde_json::from_slice(&bytes).map_err(|_| bad("not a key file"))?;
-        let wrapping = ring.version(Purpose::Contacts, file.version).ok_or_else(|| {
-            bad("its contacts key version was retired: the address cannot be opened")
-        })?;
+        let wrapping = ring
+            .version(Purpose::Contacts, file.version)
+            .ok_or_else(|| {
+                bad("its contacts key version was retired: the address cannot be opened")
+            })?;
         let mut nonce = [0u8; NONCE_LEN];
         hex::decode_to_slice(&file.nonce, &mut nonce).map_err(|_| bad("nonce is not hex"))?;
         let mut buffer = Zeroizing::new(hex::decode(&file.wrapped).map_err(|_| bad("not hex"))?);
@@ -243,7 +245,13 @@ fn key_aad(subject_id: &str) -> Vec<u8> {
 }
 
 fn address_aad(subject_id: &str, event_id: &str) -> Vec<u8> {
-    [ADDRESS_DOMAIN, subject_id.as_bytes(), b"\0", event_id.as_bytes()].concat()
+    [
+        ADDRESS_DOMAIN,
+        subject_id.as_bytes(),
+        b"\0",
+        event_id.as_bytes(),
+    ]
+    .concat()
 }
 
 fn io_err(path: &Path, e: io::Error) -> Error {
@@ -270,7 +278,9 @@ mod tests {
     #[test]
     fn sealed_addresses_open_only_for_their_subject_and_event() {
         let (_dir, vault, ring) = setup();
-        let sealed = vault.seal(&ring, SUBJECT, "e1", "a@example.com").expect("seal");
+        let sealed = vault
+            .seal(&ring, SUBJECT, "e1", "a@example.com")
+            .expect("seal");
         assert!(
             !sealed.windows(13).any(|w| w == b"a@example.com"),
             "no clear text"
@@ -279,32 +289,56 @@ mod tests {
             vault.open(&ring, SUBJECT, "e1", &sealed).expect("open"),
             Some("a@example.com".to_owned())
         );
-        assert!(vault.open(&ring, SUBJECT, "e2", &sealed).is_err(), "event bound");
+        assert!(
+            vault.open(&ring, SUBJECT, "e2", &sealed).is_err(),
+            "event bound"
+        );
         let mut altered = sealed.clone();
         *altered.last_mut().expect("bytes") ^= 1;
         assert!(vault.open(&ring, SUBJECT, "e1", &altered).is_err());
         // Another subject has another key (created on its first seal).
-        vault.seal(&ring, OTHER, "e3", "b@example.com").expect("seal");
+        vault
+            .seal(&ring, OTHER, "e3", "b@example.com")
+            .expect("seal");
         assert!(vault.open(&ring, OTHER, "e1", &sealed).is_err());
         // One key per subject: a second seal reuses it.
-        let again = vault.seal(&ring, SUBJECT, "e4", "a@example.com").expect("seal");
+        let again = vault
+            .seal(&ring, SUBJECT, "e4", "a@example.com")
+            .expect("seal");
         assert_ne!(sealed, again, "fresh nonce");
-        assert!(vault.open(&ring, SUBJECT, "e4", &again).expect("open").is_some());
-        assert!(vault.open(&ring, SUBJECT, "e1", &sealed).expect("open").is_some());
+        assert!(
+            vault
+                .open(&ring, SUBJECT, "e4", &again)
+                .expect("open")
+                .is_some()
+        );
+        assert!(
+            vault
+                .open(&ring, SUBJECT, "e1", &sealed)
+                .expect("open")
+                .is_some()
+        );
     }
 
     #[test]
     fn destroying_the_key_makes_every_copy_unreadable() {
         let (_dir, vault, ring) = setup();
-        let sealed = vault.seal(&ring, SUBJECT, "e1", "a@example.com").expect("seal");
+        let sealed = vault
+            .seal(&ring, SUBJECT, "e1", "a@example.com")
+            .expect("seal");
         let path = vault.key_path(SUBJECT).expect("path");
         let file = std::fs::read(&path).expect("key file");
         assert!(vault.destroy(SUBJECT).expect("destroy"));
         assert!(!path.exists());
-        assert_eq!(vault.open(&ring, SUBJECT, "e1", &sealed).expect("open"), None);
+        assert_eq!(
+            vault.open(&ring, SUBJECT, "e1", &sealed).expect("open"),
+            None
+        );
         assert!(!vault.destroy(SUBJECT).expect("again"), "idempotent");
         // A new key for the subject does not open the old copies either.
-        vault.seal(&ring, SUBJECT, "e2", "a@example.com").expect("seal");
+        vault
+            .seal(&ring, SUBJECT, "e2", "a@example.com")
+            .expect("seal");
         assert!(vault.open(&ring, SUBJECT, "e1", &sealed).is_err());
         // A key file moved to another subject does not unwrap.
         let other = vault.key_path(OTHER).expect("path");
@@ -316,21 +350,38 @@ mod tests {
     #[test]
     fn keys_follow_rotation_and_retirement_of_the_contacts_key() {
         let (dir, vault, ring) = setup();
-        let old = vault.seal(&ring, SUBJECT, "e1", "a@example.com").expect("seal");
+        let old = vault
+            .seal(&ring, SUBJECT, "e1", "a@example.com")
+            .expect("seal");
         let version = KeyRing::rotate(dir.path(), Purpose::Contacts).expect("rotate");
         let ring = KeyRing::load(dir.path()).expect("load");
         // Existing data keys stay wrapped with version 1; new ones use the new version.
-        vault.seal(&ring, OTHER, "e2", "b@example.com").expect("seal");
-        assert!(vault.open(&ring, SUBJECT, "e1", &old).expect("open").is_some());
+        vault
+            .seal(&ring, OTHER, "e2", "b@example.com")
+            .expect("seal");
+        assert!(
+            vault
+                .open(&ring, SUBJECT, "e1", &old)
+                .expect("open")
+                .is_some()
+        );
         KeyRing::retire(dir.path(), Purpose::Contacts, version - 1).expect("retire");
         let ring = KeyRing::load(dir.path()).expect("load");
-        assert!(vault.open(&ring, SUBJECT, "e1", &old).is_err(), "retired wrap");
+        assert!(
+            vault.open(&ring, SUBJECT, "e1", &old).is_err(),
+            "retired wrap"
+        );
     }
 
     #[test]
     fn only_subject_ids_name_key_files() {
         let vault = Vault::new(Path::new("/k"));
-        for bad in ["", "../../etc/passwd", "00112233445566778899AABBCCDDEEFF", "0011"] {
+        for bad in [
+            "",
+            "../../etc/passwd",
+            "00112233445566778899AABBCCDDEEFF",
+            "0011",
+        ] {
             assert!(vault.key_path(bad).is_err(), "{bad}");
         }
         assert_eq!(

@@ -35,13 +35,13 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use spur_keys::KeyRing;
 use spur_keys::vault::Vault;
-use spur_schemas::time::date;
 use spur_lake::model::{ContactRow, EventRow};
 use spur_lake::positions::processor_app_id;
 use spur_lake::{Lake, TableKind, id_digest, schema};
 use spur_schemas::dead_letter::DeadLetter;
 use spur_schemas::kafka::KafkaSettings;
 use spur_schemas::record::SCHEMA_VERSION;
+use spur_schemas::time::date;
 use spur_telemetry::{Component, Health};
 use tokio::runtime::Handle;
 

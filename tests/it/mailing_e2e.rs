@@ -60,10 +60,7 @@ async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<Delivery>>>) {
                     async move {
                         let headers = req.headers().clone();
                         let body = req.into_body().collect().await?.to_bytes();
-                        store
-                            .lock()
-                            .expect("lock")
-                            .push(Delivery { headers, body });
+                        store.lock().expect("lock").push(Delivery { headers, body });
                         Ok::<_, hyper::Error>(
                             Response::builder()
                                 .status(204)
@@ -184,7 +181,10 @@ async fn sign_up_confirm_mail_and_unsubscribe_through_the_webhook() {
     let data = request.json()["data"].clone();
     assert_eq!(data["contact"]["email"], "carol@example.com", "{data}");
     let subject = data["subject_id"].as_str().expect("subject").to_owned();
-    let confirm_url = data["confirm_url"].as_str().expect("confirm_url").to_owned();
+    let confirm_url = data["confirm_url"]
+        .as_str()
+        .expect("confirm_url")
+        .to_owned();
     assert!(confirm_url.starts_with("http://collector.example/v1/confirm?token="));
     assert!(data["confirm_expires_at"].is_string(), "{data}");
 
@@ -254,7 +254,10 @@ async fn sign_up_confirm_mail_and_unsubscribe_through_the_webhook() {
     let data = exited.json()["data"].clone();
     assert_eq!(data["reason"], "unsubscribed");
     assert_eq!(data["subject_id"], subject.as_str());
-    assert!(data.get("contact").is_none(), "an unsubscribed address: {data}");
+    assert!(
+        data.get("contact").is_none(),
+        "an unsubscribed address: {data}"
+    );
 
     // Every delivery verifies with the reference library, and none repeats an id.
     let verifier = standardwebhooks::Webhook::new(SECRET).expect("secret");
@@ -264,7 +267,10 @@ async fn sign_up_confirm_mail_and_unsubscribe_through_the_webhook() {
         verifier
             .verify(&delivery.body, &delivery.headers)
             .unwrap_or_else(|e| panic!("signature of {:?}: {e}", delivery.body));
-        let id = delivery.headers["webhook-id"].to_str().expect("id").to_owned();
+        let id = delivery.headers["webhook-id"]
+            .to_str()
+            .expect("id")
+            .to_owned();
         *ids.entry(id).or_insert(0) += 1;
     }
     assert!(ids.values().all(|n| *n == 1), "{ids:?}");

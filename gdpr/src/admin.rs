@@ -291,15 +291,17 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
         return answer(action, Err(e.into()));
     }
     let result = match action {
-        "export" => export(&lake, &subject, now).await.map(|export| {
-            if request.format.as_deref() == Some("summary") {
-                json!({"summary": export.summary()})
-            } else {
-                let mut value = export.to_json();
-                value["summary"] = Value::String(export.summary());
-                value
-            }
-        }),
+        "export" => export(&lake, &subject, now, admin.erase.keys_dir.as_deref())
+            .await
+            .map(|export| {
+                if request.format.as_deref() == Some("summary") {
+                    json!({"summary": export.summary()})
+                } else {
+                    let mut value = export.to_json();
+                    value["summary"] = Value::String(export.summary());
+                    value
+                }
+            }),
         "erase" => erase(&mut lake, &subject, now, &admin.erase)
             .await
             .and_then(|r| serde_json::to_value(r).map_err(|e| Error::Config(e.to_string()))),

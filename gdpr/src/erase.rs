@@ -14,8 +14,9 @@
 //!    redaction), then exactly those entries' content is set to NULL, chain kept.
 //! 4. **vacuum** every table: the files the deletes replaced are deleted from storage,
 //!    so no older table version holds the subject.
-//! 5. **state files**: lines of the segment service's given-up logs naming the
-//!    subject are removed.
+//! 5. **state files**: lines of the segment service's webhook parking files
+//!    (`webhook-<name>.parked.jsonl`, and old given-up logs) naming the subject are
+//!    removed, holding the parking's lock so that no append is lost.
 //! 6. **completed** row with the receipt.
 //!
 //! A run finding a `requested` erasure for the subject without `completed` resumes it
@@ -51,6 +52,9 @@ pub struct EraseOptions {
     pub outside_lake: Vec<String>,
     /// Stop with an error right after this table's delete (tests of crash recovery).
     pub interrupt_after: Option<TableKind>,
+    /// The key directory (`keys.dir`): the subject's contact data key there is
+    /// destroyed first (crypto-shredding, `spur_keys::vault`).
+    pub keys_dir: Option<PathBuf>,
 }
 
 /// What one table lost.
@@ -79,6 +83,10 @@ pub struct Receipt {
     pub tables: BTreeMap<String, TableReceipt>,
     /// State files from which lines were removed.
     pub state_files: Vec<String>,
+    /// The subject's contact data key was destroyed by this erasure (or an earlier
+    /// run of it): every sealed copy of the address is unreadable.
+    #[serde(default)]
+    pub contact_key_destroyed: bool,
     pub outside_lake: Vec<String>,
     /// The run resumed an interrupted one.
     pub resumed: bool,
@@ -86,7 +94,8 @@ pub struct Receipt {
     pub repeated: bool,
 }
 
-const ROW_TABLES: [(TableKind, &[&str]); 4] = [
+const ROW_TABLES: [(TableKind, &[&str]); 5] = [
+    (TableKind::Contacts, &["subject_id"]),
     (TableKind::Events, &["visitor_id", "email_hash"]),
     (TableKind::Sessions, &["visitor_id"]),
     (TableKind::Scores, &["subject_id"]),
@@ -135,6 +144,20 @@ pub async fn erase(
         }
     };
 
+    // The data key first: from here on no copy of the address opens, whatever
+    // happens to the rest of the run.
+    // (An anonymous subject, named by a visitor pseudonym, never had an address.)
+    let vault = options
+        .keys_dir
+        .as_deref()
+        .map(spur_keys::vault::Vault::new);
+    let contact_key_destroyed = match vault {
+        Some(vault) if vault.key_path(subject).is_ok() => {
+            vault.destroy(subject)?;
+            true
+        }
+        _ => false,
+    };
     let mut tables = request.done.clone();
     for (kind, columns) in ROW_TABLES {
         if tables.contains_key(kind.name()) && request.completed.is_none() {
@@ -219,6 +242,7 @@ pub async fn erase(
         completed_at: rfc3339_ms(now_ms),
         tables,
         state_files,
+        contact_key_destroyed,
         outside_lake: options.outside_lake.clone(),
         resumed,
         repeated: false,
@@ -384,7 +408,14 @@ async fn find(lake: &Lake, subject_digest: &str) -> Result<Option<Request>> {
 }
 
 /// Removes, from every `*.jsonl` file in `dir`, the lines holding a 32-hex-digit
-/// token whose digest is erased. Rewrites by atomic rename. Returns the files changed.
+/// token whose digest is erased. Each file is read and rewritten holding an exclusive
+/// lock on `<file>.lock`, the lock the segment service and `spur segments replay`
+/// take to change a webhook parking file, and replaced durably (synced temporary
+/// file, rename, directory sync). Returns the files changed.
+#[allow(
+    clippy::incompatible_msrv,
+    reason = "File::lock is std since 1.89, the toolchain CI builds with"
+)]
 fn scrub_state(dir: &Path, digests: &HashSet<&str>) -> Result<Vec<String>> {
     let state = |path: &Path, source| Error::State {
         path: path.display().to_string(),
@@ -401,6 +432,16 @@ fn scrub_state(dir: &Path, digests: &HashSet<&str>) -> Result<Vec<String>> {
         if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
             continue;
         }
+        let mut lock = path.clone().into_os_string();
+        lock.push(".lock");
+        let lock = PathBuf::from(lock);
+        let locked = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .and_then(|file| file.lock().map(|()| file))
+            .map_err(|e| state(&lock, e))?;
         let text = std::fs::read_to_string(&path).map_err(|e| state(&path, e))?;
         let kept: Vec<&str> = text
             .lines()
@@ -409,13 +450,12 @@ fn scrub_state(dir: &Path, digests: &HashSet<&str>) -> Result<Vec<String>> {
         if kept.len() == text.lines().count() {
             continue;
         }
-        let tmp = path.with_extension("jsonl.tmp");
         let mut body = kept.join("\n");
         if !body.is_empty() {
             body.push('\n');
         }
-        std::fs::write(&tmp, body).map_err(|e| state(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| state(&path, e))?;
+        spur_keys::files::replace_private(&path, body.as_bytes()).map_err(|e| state(&path, e))?;
+        drop(locked);
         changed.push(path.display().to_string());
     }
     Ok(changed)
@@ -436,12 +476,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("test");
         let a = "0123456789abcdef0123456789abcdef";
         let b = "fedcba9876543210fedcba9876543210";
-        let path = dir.path().join("crm.failed.jsonl");
-        std::fs::write(
-            &path,
-            format!("{{\"subject_id\":\"{a}\"}}\n{{\"subject_id\":\"{b}\"}}\n"),
-        )
-        .expect("test");
+        // A webhook parking file as the segment service writes it.
+        let path = dir.path().join("webhook-crm.parked.jsonl");
+        let line = |seq: u32, subject: &str| {
+            format!(
+                "{{\"seq\":{seq},\"id\":\"chg_00112233445566778899aabbccddeeff\",\
+                 \"segment\":\"fans\",\"subject_id\":\"{subject}\",\
+                 \"type\":\"segment.entered\",\"reason\":\"max_age\",\"attempts\":9,\
+                 \"error\":\"HTTP 500\",\"at\":\"2026-12-03T10:00:00.000Z\"}}\n"
+            )
+        };
+        std::fs::write(&path, format!("{}{}", line(1, a), line(2, b))).expect("test");
         let digest = id_digest(a);
         let set = HashSet::from([digest.as_str()]);
         let changed = scrub_state(dir.path(), &set).expect("test");

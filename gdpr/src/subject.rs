@@ -75,6 +75,7 @@ pub fn erase_options(
         state_dir: Some(segments_state_dir),
         outside_lake: outside_lake(kafka, now_ms),
         interrupt_after: None,
+        keys_dir: None,
     }
 }
 

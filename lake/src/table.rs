@@ -26,7 +26,7 @@ use tracing::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::schema::{
-    PARTITION_COLUMN, erasures_schema, events_schema, ledger_schema, scores_schema,
+    PARTITION_COLUMN, contacts_schema, erasures_schema, events_schema, ledger_schema, scores_schema,
     segment_changes_schema, sessions_schema,
 };
 
@@ -57,16 +57,20 @@ pub enum TableKind {
     Ledger,
     /// `erasures`: erasure requests and their receipts ([`crate::model::ErasureRow`]).
     Erasures,
+    /// `contacts`: e-mail addresses, sealed under per-subject data keys kept outside
+    /// the lake ([`crate::model::ContactRow`]), written by the processor.
+    Contacts,
 }
 
 impl TableKind {
-    pub const ALL: [TableKind; 6] = [
+    pub const ALL: [TableKind; 7] = [
         TableKind::Events,
         TableKind::Sessions,
         TableKind::Scores,
         TableKind::SegmentChanges,
         TableKind::Ledger,
         TableKind::Erasures,
+        TableKind::Contacts,
     ];
 
     /// Position in [`TableKind::ALL`].
@@ -83,6 +87,7 @@ impl TableKind {
             TableKind::SegmentChanges => "segment_changes",
             TableKind::Ledger => "ledger",
             TableKind::Erasures => "erasures",
+            TableKind::Contacts => "contacts",
         }
     }
 
@@ -95,6 +100,7 @@ impl TableKind {
             TableKind::SegmentChanges => segment_changes_schema(),
             TableKind::Ledger => ledger_schema(),
             TableKind::Erasures => erasures_schema(),
+            TableKind::Contacts => contacts_schema(),
         }
     }
 
@@ -106,6 +112,7 @@ impl TableKind {
             TableKind::SegmentChanges => "Spur: segment entries and exits, in decision order",
             TableKind::Ledger => "Spur: consent and identity ledger, hash-chained",
             TableKind::Erasures => "Spur: erasure requests and receipts",
+            TableKind::Contacts => "Spur: e-mail addresses, sealed per subject",
         }
     }
 
@@ -126,6 +133,7 @@ impl TableKind {
             TableKind::SegmentChanges => "seq,segment,at",
             TableKind::Ledger => "seq,at,recorded_at,kind",
             TableKind::Erasures => "at,status",
+            TableKind::Contacts => "recorded_at",
         }
     }
 

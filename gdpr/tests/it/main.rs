@@ -6,3 +6,4 @@
 
 mod mailer;
 mod privacy;
+mod vault;

@@ -129,7 +129,7 @@ async fn identify_links_only_with_consent_evidence_and_a_split_undoes_it() -> Re
             == Some("c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1")
     );
     // A's anonymous history (3 views before the sign-up) is A's now.
-    let export_a = export(&w.lake, A, T0 + DAY_MS).await?;
+    let export_a = export(&w.lake, A, T0 + DAY_MS, None).await?;
     ensure!(
         export_a.tables["events"].len() == 3 + 1 + 2 + 1,
         "A's events: {}",
@@ -366,7 +366,7 @@ async fn export_holds_all_of_a_and_nothing_of_b() -> Result<()> {
     )
     .await?;
     engine.step(&mut w.lake, T0 + DAY_MS, true).await?;
-    let export = export(&w.lake, A, T0 + DAY_MS).await?;
+    let export = export(&w.lake, A, T0 + DAY_MS, None).await?;
     let got: BTreeSet<String> = export.tables["events"]
         .iter()
         .filter_map(|e| e["event_id"].as_str().map(str::to_owned))

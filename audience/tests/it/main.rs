@@ -6,6 +6,7 @@
 //! (`segments.rs`), and the consent ledger's rules: double opt-in, links only of
 //! persistent ids, verification (`ledger.rs`).
 
+mod confirmation;
 mod ledger;
 mod score;
 mod segments;

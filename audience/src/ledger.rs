@@ -838,7 +838,7 @@ pub async fn verify(lake: &Lake) -> Result<Verification> {
             previous = expected;
         }
     }
-    let records: Vec<RecordedHead> = lake
+    let mut records: Vec<RecordedHead> = lake
         .commit_records(TableKind::Ledger)
         .await?
         .into_iter()
@@ -848,6 +848,17 @@ pub async fn verify(lake: &Lake) -> Result<Verification> {
             head: r.metadata.get(HEAD_METADATA_KEY).cloned(),
         })
         .collect();
+    if records.iter().all(|r| r.txn.is_none()) {
+        // The log no longer holds a commit with the head's `txn` (expired): the
+        // table's state still knows the last one.
+        records.push(RecordedHead {
+            version: lake.version(TableKind::Ledger)?,
+            txn: lake
+                .txn_version(TableKind::Ledger, LEDGER_HEAD_APP_ID)
+                .await?,
+            head: None,
+        });
+    }
     let (heads, problem) = check_heads(&records, &chains);
     report.heads = heads;
     if let Some(last) = chains.last() {

@@ -17,6 +17,7 @@ use spur_dispatch::SegmentsConfig;
 use spur_gdpr::residency::{self, Residency, ResidencySettings};
 use spur_gdpr::{AdminConfig, RetentionConfig};
 use spur_lake::LakeConfig;
+use spur_keys::KeysConfig;
 use spur_schemas::confirm::ConfirmConfig;
 use spur_schemas::kafka::KafkaSettings;
 use spur_schemas::unsubscribe::UnsubscribeConfig;
@@ -27,6 +28,7 @@ use spur_telemetry::LogConfig;
 pub struct Settings {
     pub kafka: KafkaSettings,
     pub lake: LakeConfig,
+    pub keys: KeysConfig,
     pub unsubscribe: UnsubscribeConfig,
     pub confirm: ConfirmConfig,
     pub collector: spur_collector::Config,
@@ -44,7 +46,8 @@ pub struct Settings {
 /// Keys of earlier versions and where they live now. A file (or an environment
 /// variable) that still sets one is refused with this pointer rather than ignored
 /// or half-applied.
-const MOVED: [(&str, &str); 9] = [
+const MOVED: [(&str, &str); 10] = [
+    ("processor.keys_dir", "keys.dir"),
     ("processor.lake", "lake.root"),
     ("query.lake", "lake.root"),
     ("query.scoring", "[scoring]"),
@@ -81,9 +84,10 @@ impl Settings {
             );
         }
         let mut settings: Settings = figment.extract().context("invalid configuration")?;
-        // `[lake]`, `[unsubscribe]` and `[confirm]` are shared: each service that needs them gets
+        // `[lake]`, `[keys]`, `[unsubscribe]` and `[confirm]` are shared: each service that needs them gets
         // them from here when it starts (their fields are not part of its own table).
         settings.processor.lake.clone_from(&settings.lake.root);
+        settings.processor.keys_dir.clone_from(&settings.keys.dir);
         settings
             .collector
             .unsubscribe
@@ -135,7 +139,7 @@ impl Settings {
             segments: self.segments.clone(),
             unsubscribe: self.unsubscribe.clone(),
             confirm: self.confirm.clone(),
-            keys_dir: Some(self.processor.keys_dir.clone()),
+            keys_dir: Some(self.keys.dir.clone()),
         }
     }
 }
@@ -212,6 +216,11 @@ mod tests {
                 "[query.segments]\ninterval = \"1s\"\n",
                 "query.segments",
                 "[segments]",
+            ),
+            (
+                "[processor]\nkeys_dir = \"/k\"\n",
+                "processor.keys_dir",
+                "keys.dir",
             ),
             (
                 "[collector.privacy]\nunsubscribe_key = \"k\"\n",

@@ -24,13 +24,14 @@
 //! **Double opt-in cannot be forged**: a `confirm` comes only from a consent event
 //! of visitor kind `subject` (the collector's signed-link endpoint,
 //! `spur_schemas::confirm`) granting marketing with evidence `confirmation: true`,
-//! `method` = [`DOUBLE_OPT_IN_METHOD`] and `grant_seq` naming the subject's latest
-//! marketing `grant`, with no marketing `withdraw` or `unsubscribe` after it (later in
+//! `method` = [`DOUBLE_OPT_IN_METHOD`] and `grant_seq` naming a marketing `grant` of
+//! the subject, with no marketing `withdraw` or `unsubscribe` after it (later in
 //! seq or in time; entries drafted earlier in the same step count). Any other claim
 //! to confirm becomes `confirm_refused`: `not_signed_link` (another visitor kind,
 //! method or no `confirmation`), `not_marketing_grant`, `unknown_grant` (no
 //! `grant_seq`, or it names no marketing grant of the subject) or `stale_link` (a
-//! newer grant or a withdrawal came after). A signed event that fails records only
+//! withdrawal or unsubscribe came after; a newer grant does not count: banners grant
+//! on every visit). A signed event that fails records only
 //! that (a stale link must not revive consent); a website's consent event that claims
 //! to confirm still records its grants and withdrawals. An identify's evidence never
 //! confirms: it grants.
@@ -271,9 +272,11 @@ impl Known {
 /// The entry kinds a double opt-in confirmation is checked against.
 const MARKETING_KINDS: [&str; 3] = ["grant", "withdraw", "unsubscribe"];
 
-/// Whether a confirmation of grant `grant_seq` holds for `subject`: the seq names the
-/// subject's marketing grant, and no other grant, withdrawal or unsubscribe of it is
-/// later (in seq or in event time). `Err` is the `confirm_refused` reason.
+/// Whether a confirmation of grant `grant_seq` holds for `subject`: the seq names a
+/// marketing grant of the subject, and no withdrawal or unsubscribe of it is later
+/// (in seq or in event time). A later grant does not make the link stale: banners
+/// grant again on every visit, and the mailed link names the grant the request was
+/// for. `Err` is the `confirm_refused` reason.
 pub fn confirm_verdict(
     known: &Known,
     subject: &str,
@@ -283,10 +286,9 @@ pub fn confirm_verdict(
     let grant = grant_seq
         .and_then(|seq| entries.iter().find(|e| e.seq == seq && e.kind == "grant"))
         .ok_or("unknown_grant")?;
-    if entries
-        .iter()
-        .any(|e| e.seq != grant.seq && (e.seq > grant.seq || e.at > grant.at))
-    {
+    if entries.iter().any(|e| {
+        e.kind != "grant" && e.seq != grant.seq && (e.seq > grant.seq || e.at > grant.at)
+    }) {
         return Err("stale_link");
     }
     Ok(())
@@ -1193,7 +1195,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_signed_link_for_the_latest_grant_confirms() {
+    fn only_the_signed_link_for_a_standing_grant_confirms() {
         // seq 1 link, 2 grant (marketing) of s1 at t = 1000.
         let signup = identify(FULL, Some("https://s/f"));
         let mut known = Known::after(0);
@@ -1300,7 +1302,7 @@ mod tests {
         );
         assert_eq!(d[3].kind, "confirm_refused");
         assert_eq!(d[3].reason.as_deref(), Some("stale_link"));
-        // A newer grant: only its own link confirms.
+        // A newer grant (the banner on the next visit) leaves the mailed link valid.
         let mut newer = Known::after(0);
         let d = entries(
             &[
@@ -1311,10 +1313,7 @@ mod tests {
             ],
             &mut newer,
         );
-        assert_eq!(
-            kinds(&d[3..]),
-            [("confirm_refused", Some("stale_link")), ("confirm", None)]
-        );
+        assert_eq!(kinds(&d[3..]), [("confirm", None), ("confirm", None)]);
         // A withdrawal recorded before the grant but made after it (event time).
         let mut known = Known::after(10);
         known.marketing.insert(

@@ -8,6 +8,7 @@
 //! - [`vault`]: the contact vault's data keys, one per subject, wrapped by the
 //!   `contacts` key; sealing and opening e-mail addresses; destroying a subject's key
 //!   (crypto-shredding, on erasure).
+//! - [`config`]: `[keys]`, the directory of all of it.
 //! - [`files`]: private files written atomically (0600, temporary file, rename,
 //!   directory sync), used by the key rings, the collector's salt and the segment
 //!   service's delivery cursors.
@@ -15,11 +16,13 @@
 //! Must never: print or log key bytes, write a key file in place, or depend on a
 //! service crate. No network I/O.
 
+pub mod config;
 pub mod error;
 pub mod files;
 pub mod pseudonym;
 pub mod ring;
 pub mod vault;
 
+pub use config::KeysConfig;
 pub use error::{Error, Result};
 pub use ring::{KEY_LEN, KeyRing, Purpose};

@@ -14,7 +14,9 @@ pub struct Config {
     /// of `[processor]`; whoever starts the processor hands it over.
     #[serde(skip)]
     pub lake: String,
-    /// Directory of the HMAC key files (`spur keys init` creates them).
+    /// Directory of the key files (`keys.dir`): not part of `[processor]`; whoever
+    /// starts the processor hands it over.
+    #[serde(skip)]
     pub keys_dir: PathBuf,
     /// Kafka consumer group; every processor of one pipeline uses the same.
     pub group_id: String,

@@ -54,28 +54,46 @@ impl Writer {
 }
 
 /// An `identify` of `visitor` as `email_hash` whose form collected marketing
-/// consent (or not).
+/// consent (or not). Under double opt-in the marketing grant is pending until a
+/// [`confirm`]; with `lifecycle.double_opt_in = false` it is valid at once.
 pub fn signup(id: &str, visitor: &str, time: i64, email_hash: &str, marketing: bool) -> EventRow {
     let mut row = identify(id, visitor, time, email_hash);
     row.form = Some("newsletter".into());
     row.consent_evidence = Some(if marketing {
-        // Sent after the double opt-in click, so the consent is confirmed.
-        r#"{"purposes":["analytics","marketing"],"text_id":"newsletter-v2","policy_version":"2025-06","confirmation":true}"#.into()
+        r#"{"purposes":["analytics","marketing"],"text_id":"newsletter-v2","policy_version":"2025-06"}"#.into()
     } else {
         r#"{"purposes":["analytics"],"text_id":"marketing","policy_version":"2025-06"}"#.into()
     });
     row
 }
 
-/// A `consent` event of `visitor` setting marketing to `action`.
+/// A `consent` event of `visitor` (a site's banner) setting marketing to `action`.
+/// A grant is pending under double opt-in, like a sign-up's.
 pub fn consent(id: &str, visitor: &str, time: i64, action: &str) -> EventRow {
     let mut row = pageview(id, visitor, "s-consent", time, "/privacy", &[]);
     row.event_type = "consent".into();
     row.path = None;
     row.consent_purposes = Some(format!(r#"{{"marketing":"{action}"}}"#));
-    // A grant here is a confirmed one (double opt-in completed).
-    row.consent_evidence = (action == "granted")
-        .then(|| r#"{"purposes":["marketing"],"confirmation":true}"#.to_owned());
+    row.consent_evidence =
+        (action == "granted").then(|| r#"{"purposes":["marketing"]}"#.to_owned());
+    row
+}
+
+/// The consent event the collector's `/v1/confirm` produces when `subject` confirms
+/// marketing grant `grant_seq` (the ledger seq a confirmation request names): visitor
+/// kind `subject`, no site, evidence only the collector can set.
+pub fn confirm(id: &str, subject: &str, time: i64, grant_seq: i64) -> EventRow {
+    let mut row = pageview(id, subject, "s-confirm", time, "/", &[]);
+    row.event_type = "consent".into();
+    row.visitor_kind = "subject".into();
+    row.site_id = String::new();
+    row.url = None;
+    row.path = None;
+    row.consent_purposes = Some(r#"{"marketing":"granted"}"#.into());
+    row.consent_evidence = Some(format!(
+        r#"{{"purposes":["marketing"],"confirmation":true,"method":"{}","grant_seq":{grant_seq}}}"#,
+        spur_schemas::confirm::DOUBLE_OPT_IN_METHOD
+    ));
     row
 }
 

@@ -16,5 +16,5 @@ pub mod history;
 pub mod rows;
 
 pub use fixture::Fixture;
-pub use history::{BOOT_FANS, T0, Writer, boot_views, consent, root, signup};
+pub use history::{BOOT_FANS, T0, Writer, boot_views, confirm, consent, root, signup};
 pub use rows::{DAY0, DAY1, event, identify, pageview, session};

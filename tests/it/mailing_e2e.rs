@@ -93,8 +93,10 @@ valid_for = "1h"
 [lake]
 root = "{lake}"
 
+[keys]
+dir = "{keys}"
+
 [processor]
-keys_dir = "{keys}"
 group_id = "mailing-e2e"
 flush_interval = "200ms"
 listen = "127.0.0.1:0"

@@ -29,7 +29,7 @@ impl Rng {
 
 fn processor_config(dir: &Path, lake: &str, group: &str) -> String {
     format!(
-        "\n[lake]\nroot = \"{}\"\n\n[processor]\nkeys_dir = \"{}\"\ngroup_id = \"{group}\"\nflush_interval = \"400ms\"\nsession_timeout = \"6s\"\nlisten = \"127.0.0.1:0\"\n",
+        "\n[lake]\nroot = \"{}\"\n\n[keys]\ndir = \"{}\"\n\n[processor]\ngroup_id = \"{group}\"\nflush_interval = \"400ms\"\nsession_timeout = \"6s\"\nlisten = \"127.0.0.1:0\"\n",
         dir.join(lake).display(),
         dir.join("keys").display()
     )

@@ -33,8 +33,10 @@ root = "{lake}"
 [lifecycle]
 double_opt_in = false
 
+[keys]
+dir = "{keys}"
+
 [processor]
-keys_dir = "{keys}"
 group_id = "segments-e2e"
 flush_interval = "200ms"
 listen = "127.0.0.1:0"

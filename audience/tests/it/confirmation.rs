@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use spur_audience::{Change, ChangeKind, Engine, LifecycleConfig, ScoringConfig, SegmentDef};
-use spur_lake::model::EventRow;
-use spur_testkit::{BOOT_FANS, T0, Writer, boot_views, consent, pageview, root, signup};
+use spur_testkit::{BOOT_FANS, T0, Writer, boot_views, confirm, consent, root, signup};
 
 const A: &str = "a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0";
 const A_PHONE: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
@@ -24,22 +23,6 @@ fn segments() -> Vec<SegmentDef> {
             condition: (*condition).into(),
         })
         .collect()
-}
-
-/// The consent event `/v1/confirm` produces for grant `grant_seq` of `subject`.
-fn signed_confirm(id: &str, subject: &str, time: i64, grant_seq: i64) -> EventRow {
-    let mut row = pageview(id, subject, "s-confirm", time, "/", &[]);
-    row.event_type = "consent".into();
-    row.visitor_kind = "subject".into();
-    row.site_id = String::new();
-    row.url = None;
-    row.path = None;
-    row.consent_purposes = Some(r#"{"marketing":"granted"}"#.into());
-    row.consent_evidence = Some(format!(
-        r#"{{"purposes":["marketing"],"confirmation":true,"method":"{}","grant_seq":{grant_seq}}}"#,
-        spur_schemas::confirm::DOUBLE_OPT_IN_METHOD
-    ));
-    row
 }
 
 fn requests(changes: &[Change]) -> Vec<&Change> {
@@ -105,7 +88,7 @@ async fn a_pending_grant_is_asked_to_confirm_once_per_interval() -> Result<()> {
     ensure!(step.changes.is_empty(), "{:?}", step.changes);
 
     // The signed confirmation of the latest grant: a member, and no request.
-    w.append(vec![signed_confirm(
+    w.append(vec![confirm(
         "a-confirm",
         A,
         T0 + 32 * HOUR,

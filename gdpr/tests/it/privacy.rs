@@ -17,7 +17,7 @@ use spur_audience::{ChangeKind, Engine, Ledger, LifecycleConfig, SegmentDef, ver
 use spur_gdpr::{EraseOptions, admin, erase, export};
 use spur_lake::model::EventRow;
 use spur_lake::{Lake, TableKind};
-use spur_testkit::{BOOT_FANS, T0, Writer, boot_views, pageview, root, signup};
+use spur_testkit::{BOOT_FANS, T0, Writer, boot_views, confirm, pageview, root, signup};
 
 const MIN: i64 = 60_000;
 const A: &str = "a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0";
@@ -223,25 +223,39 @@ async fn double_opt_in_and_one_click_unsubscribe_gate_segment_changes() -> Resul
     rows.push(pending);
     w.append(rows).await?;
     let step = engine.step(&mut w.lake, T0 + 10 * MIN, false).await?;
+    let kinds: Vec<_> = step.changes.iter().map(|c| c.change).collect();
     ensure!(
-        step.changes.is_empty(),
+        kinds == [ChangeKind::ConfirmationRequested],
         "entered before confirmation: {:?}",
         step.changes
     );
+    let grant = step.changes[0].grant_seq().context("grant")?;
 
-    // The confirmation click (identify with confirmation evidence).
-    let mut confirm = signup(
-        "d-confirm",
+    // A browser claiming the click (identify with confirmation evidence) confirms
+    // nothing; the signed link's POST does.
+    let mut forged = signup(
+        "d-forged",
         "a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3",
-        T0 + 20 * MIN,
+        T0 + 15 * MIN,
         A,
         true,
     );
-    confirm.consent_evidence = Some(
+    forged.consent_evidence = Some(
         r#"{"purposes":["marketing"],"text_id":"nl","policy_version":"3","confirmation":true}"#
             .into(),
     );
-    w.append(vec![confirm]).await?;
+    w.append(vec![forged]).await?;
+    let step = engine.step(&mut w.lake, T0 + 16 * MIN, false).await?;
+    ensure!(
+        step.changes
+            .iter()
+            .all(|c| c.change != ChangeKind::Entered),
+        "a forged confirmation: {:?}",
+        step.changes
+    );
+    // The link mailed for the first grant still confirms after the newer one.
+    w.append(vec![confirm("d-confirm", A, T0 + 20 * MIN, grant)])
+        .await?;
     let step = engine.step(&mut w.lake, T0 + 21 * MIN, false).await?;
     let entered: Vec<_> = step
         .changes
@@ -383,7 +397,7 @@ async fn export_holds_all_of_a_and_nothing_of_b() -> Result<()> {
     }
     let summary = export.summary();
     ensure!(
-        summary.contains("Events recorded: 7") && summary.contains("confirm marketing"),
+        summary.contains("Events recorded: 7") && summary.contains("grant marketing"),
         "{summary}"
     );
     Ok(())

@@ -38,7 +38,7 @@ enum Command {
     },
     /// Run the processor: Kafka → pseudonymised, sessionised Delta Lake, exactly once.
     Process,
-    /// Manage the HMAC keys of the pseudonyms (`processor.keys_dir`).
+    /// Manage the keys of the pseudonyms and the contact vault (`keys.dir`).
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -85,6 +85,8 @@ enum Command {
         /// Override `segments.listen` (operator endpoints).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        #[command(subcommand)]
+        command: Option<SegmentsCommand>,
     },
     /// GDPR requests about one subject: access (export), erasure, undoing a merge.
     Subject {
@@ -167,6 +169,17 @@ enum SubjectCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum SegmentsCommand {
+    /// Deliver the changes a webhook parked (in seq order, with their original ids),
+    /// removing each once delivered. Safe while `spur segments` runs.
+    Replay {
+        /// The webhook's `name` in `[[segments.webhooks]]`.
+        #[arg(long)]
+        webhook: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum LedgerCommand {
     /// Recompute every digest and chain link; exit 1 if an entry was altered,
     /// inserted or removed.
@@ -236,7 +249,7 @@ async fn run(mut settings: Settings, command: Command) -> anyhow::Result<()> {
         Command::Process => {
             spur_processor::run(settings.processor, settings.kafka, shutdown_signal()).await?;
         }
-        Command::Keys { command } => keys(&settings.processor.keys_dir, command)?,
+        Command::Keys { command } => keys(&settings.keys.dir, command)?,
         Command::Lake {
             command: LakeCommand::Optimize,
         } => {
@@ -308,7 +321,29 @@ async fn run(mut settings: Settings, command: Command) -> anyhow::Result<()> {
             )
             .await?;
         }
-        Command::Segments { listen } => {
+        Command::Segments {
+            command: Some(SegmentsCommand::Replay { webhook }),
+            ..
+        } => {
+            let (stop, stopping) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stop.send_replace(true);
+            });
+            let replayed =
+                spur_dispatch::service::replay(&settings.dispatch(), &webhook, stopping).await?;
+            println!("{}", serde_json::to_string_pretty(&replayed)?);
+            if let Some(why) = replayed.stopped {
+                anyhow::bail!(
+                    "replay of webhook {webhook:?} ended with {} changes still parked: {why}",
+                    replayed.remaining
+                );
+            }
+        }
+        Command::Segments {
+            listen,
+            command: None,
+        } => {
             if let Some(listen) = listen {
                 settings.segments.listen = listen;
             }
@@ -339,7 +374,7 @@ async fn run(mut settings: Settings, command: Command) -> anyhow::Result<()> {
             let admin = std::sync::Arc::new(spur_gdpr::admin::Admin {
                 lake: tokio::sync::Mutex::new(Lake::open(&root).await?),
                 token,
-                resolve: spur_gdpr::subject::resolver(&settings.processor.keys_dir),
+                resolve: spur_gdpr::subject::resolver(&settings.keys.dir),
                 erase: erase_options(&settings),
             });
             spur_gdpr::admin::serve(listener, admin, shutdown_signal()).await?;
@@ -368,20 +403,24 @@ fn keys(dir: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
 }
 
 fn erase_options(settings: &Settings) -> spur_gdpr::EraseOptions {
-    spur_gdpr::subject::erase_options(
-        settings.segments.state_dir.clone(),
-        &settings.kafka,
-        now_ms(),
-    )
+    spur_gdpr::EraseOptions {
+        keys_dir: Some(settings.keys.dir.clone()),
+        ..spur_gdpr::subject::erase_options(
+            settings.segments.state_dir.clone(),
+            &settings.kafka,
+            now_ms(),
+        )
+    }
 }
 
 async fn subject(settings: &Settings, command: SubjectCommand) -> anyhow::Result<()> {
-    let resolve = spur_gdpr::subject::resolver(&settings.processor.keys_dir);
+    let resolve = spur_gdpr::subject::resolver(&settings.keys.dir);
     let mut lake = Lake::open(&settings.lake.root).await?;
     match command {
         SubjectCommand::Export { subject, summary } => {
             let id = resolve(&subject).map_err(anyhow::Error::msg)?;
-            let export = spur_gdpr::export(&lake, &id, now_ms()).await?;
+            let export =
+                spur_gdpr::export(&lake, &id, now_ms(), Some(&settings.keys.dir)).await?;
             if summary {
                 print!("{}", export.summary());
             } else {
@@ -410,7 +449,7 @@ async fn subject(settings: &Settings, command: SubjectCommand) -> anyhow::Result
             } else {
                 std::fs::read_to_string(&list)?
             };
-            let pseudonym = spur_gdpr::subject::email_pseudonyms(&settings.processor.keys_dir)
+            let pseudonym = spur_gdpr::subject::email_pseudonyms(&settings.keys.dir)
                 .map_err(anyhow::Error::msg)?;
             let answer = spur_gdpr::resolve::resolve_list(&lake, &text, &pseudonym).await?;
             print!("{}", answer.csv);

@@ -1,13 +1,15 @@
 //! The segment service's metrics: their names, and one function per place the
 //! service records them, each through the service's own recorder
 //! ([`Metrics::with`]). Labels: `kind` (`sweep` or `step`), a change's `change` and
-//! `reason`, `segment` (a defined segment's name) and `sink` (`kafka` or
-//! `webhook:<name>`); never a subject.
+//! `reason` (for parked changes: why parked), `segment` (a defined segment's name)
+//! and `sink` (`kafka` or `webhook:<name>`); never a subject.
 
 use std::time::Instant;
 
 use spur_audience::{Engine, SegmentDef, StepSummary};
 use spur_telemetry::Metrics;
+
+use crate::webhook::ParkReason;
 
 /// Evaluations that succeeded, by `kind`.
 const EVALUATIONS: &str = "spur_segments_evaluations_total";
@@ -27,8 +29,11 @@ const OUTBOX_PENDING: &str = "spur_segments_outbox_pending";
 const DELIVERED: &str = "spur_segments_delivered_total";
 /// Failed delivery attempts, by `sink`.
 const DELIVERY_FAILURES: &str = "spur_segments_delivery_failures_total";
-/// Changes a webhook gave up on, by `sink`.
-const GIVEN_UP: &str = "spur_segments_given_up_total";
+/// Changes a webhook parked, by `sink` and `reason` (`max_age`, `max_attempts`,
+/// `subject_parked`).
+const PARKED: &str = "spur_segments_parked_total";
+/// Changes parked now, waiting for `spur segments replay`, by `sink`.
+const WEBHOOK_PARKED: &str = "spur_segments_webhook_parked";
 
 /// A successful evaluation of `kind` that started at `started`: its count and
 /// duration, the events it covered, the changes it committed, and then each defined
@@ -99,11 +104,25 @@ pub(crate) fn record_webhook_delivered(metrics: &Metrics, sink: &str, attempts: 
     });
 }
 
-/// Webhook `sink` gave up on a change after `attempts` failed attempts.
-pub(crate) fn record_webhook_given_up(metrics: &Metrics, sink: &str, attempts: u32) {
+/// Webhook `sink` parked a change for `reason` after `attempts` failed attempts (none
+/// when parked behind an earlier change of its subject).
+pub(crate) fn record_webhook_parked(
+    metrics: &Metrics,
+    sink: &str,
+    reason: ParkReason,
+    attempts: u32,
+) {
     metrics.with(|| {
-        metrics::counter!(GIVEN_UP, "sink" => sink.to_owned()).increment(1);
+        metrics::counter!(PARKED, "sink" => sink.to_owned(), "reason" => reason.as_str())
+            .increment(1);
         metrics::counter!(DELIVERY_FAILURES, "sink" => sink.to_owned())
             .increment(u64::from(attempts));
+    });
+}
+
+/// Webhook `sink` has `parked` changes parked now.
+pub(crate) fn record_webhook_parked_now(metrics: &Metrics, sink: &str, parked: usize) {
+    metrics.with(|| {
+        metrics::gauge!(WEBHOOK_PARKED, "sink" => sink.to_owned()).set(parked as f64);
     });
 }

@@ -11,6 +11,7 @@
 //! with the same `webhook-id`).
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,13 +28,14 @@ use spur_schemas::confirm::ConfirmConfig;
 use spur_schemas::unsubscribe::UnsubscribeConfig;
 
 use crate::config::SegmentsConfig;
+use crate::contacts::Addresses;
 use crate::error::{Error, Result};
 use crate::metrics::{
     record_evaluation, record_evaluation_failure, record_kafka_delivered, record_kafka_failure,
-    record_outbox_pending, record_webhook_delivered, record_webhook_given_up,
+    record_outbox_pending,
 };
 use crate::sink::{KafkaSink, KafkaSinkConfig};
-use crate::webhook::{Cursor, Endpoint, GiveUpLog, Outcome};
+use crate::webhook::{Replayed, WebhookSink};
 
 pub use crate::outbox::Outbox;
 
@@ -50,6 +52,9 @@ pub struct Config {
     pub unsubscribe: UnsubscribeConfig,
     /// The double opt-in links of `consent.confirmation_requested` (`[confirm]`).
     pub confirm: ConfirmConfig,
+    /// The key directory (`keys.dir`): the contact vault that `contact.email` is
+    /// opened from. Needed when a sink has `include_contact`.
+    pub keys_dir: Option<PathBuf>,
 }
 
 /// Runs the segment service until `shutdown` resolves, with the operator endpoints
@@ -89,36 +94,33 @@ pub async fn run(
         partitions: segments.topic_partitions,
         replication: segments.topic_replication,
         ack_timeout: segments.ack_timeout,
+        include_contact: segments.include_contact,
     };
     let sink = KafkaSink::connect(&kafka, sink_config.clone()).await?;
     let mut webhooks = Vec::new();
     for hook in &segments.webhooks {
-        let state = |e: std::io::Error| Error::State {
-            path: segments.state_dir.display().to_string(),
-            source: e,
-        };
-        let cursor = Cursor::open(&segments.state_dir, &hook.name).map_err(state)?;
-        let gave_up = GiveUpLog::open(&segments.state_dir, &hook.name).map_err(state)?;
-        webhooks.push((Endpoint::new(hook.clone())?, cursor, gave_up));
+        webhooks.push(WebhookSink::open(hook, &segments.state_dir)?);
     }
 
     // The outbox starts at the lowest sink position.
     let outbox = Outbox::new(1 + webhooks.len());
     let from = webhooks
         .iter()
-        .map(|(_, cursor, _)| cursor.seq())
+        .map(WebhookSink::position)
         .fold(sink.done_through(), i64::min);
     outbox.done(0, sink.done_through());
-    for (index, (_, cursor, _)) in webhooks.iter().enumerate() {
-        outbox.done(index + 1, cursor.seq());
+    for (index, webhook) in webhooks.iter().enumerate() {
+        outbox.done(index + 1, webhook.position());
     }
-    let links = |changes: Vec<Change>| -> Vec<Change> {
-        changes
-            .into_iter()
-            .map(|c| c.with_unsubscribe(&config.unsubscribe))
-            .collect()
-    };
-    outbox.push(links(load_changes(&lake, from).await?));
+    let addresses = contact_sinks(&config)
+        .then(|| {
+            let dir = config.keys_dir.as_deref().ok_or_else(|| {
+                Error::Config("include_contact needs keys.dir (the contact vault)".into())
+            })?;
+            Addresses::open(dir)
+        })
+        .transpose()?;
+    outbox.push(outgoing(&config, &lake, addresses.as_ref(), load_changes(&lake, from).await?).await);
     info!(
         pending = outbox.len(),
         from,
@@ -137,15 +139,13 @@ pub async fn run(
         metrics.clone(),
         kafka_health,
     )));
-    for (index, (endpoint, cursor, gave_up)) in webhooks.into_iter().enumerate() {
-        tasks.push(tokio::spawn(webhook_task(
+    for (index, webhook) in webhooks.into_iter().enumerate() {
+        tasks.push(tokio::spawn(webhook.run(
             index + 1,
-            endpoint,
-            cursor,
-            gave_up,
             outbox.clone(),
             stop_rx.clone(),
             metrics.clone(),
+            health.clone(),
         )));
     }
 
@@ -188,7 +188,9 @@ pub async fn run(
                         "segment changes committed"
                     );
                 }
-                outbox.push(links(summary.changes));
+                outbox.push(
+                    outgoing(&config, &lake, addresses.as_ref(), summary.changes).await,
+                );
                 record_outbox_pending(&metrics, outbox.len());
             }
             Err(e) => {
@@ -215,14 +217,83 @@ pub async fn run(
     Ok(())
 }
 
+/// What every sink sends for committed `changes`: the changes with the links
+/// added at send time. Live delivery and `spur segments replay` both go through it.
+///
+/// The address is opened from the vault here, never stored with the change. If the
+/// lake cannot be read for it, the changes go without addresses (logged): they are
+/// committed already, and holding them back would stall every sink.
+async fn outgoing(
+    config: &Config,
+    lake: &Lake,
+    addresses: Option<&Addresses>,
+    changes: Vec<Change>,
+) -> Vec<Change> {
+    let mut changes: Vec<Change> = changes
+        .into_iter()
+        .map(|c| {
+            c.with_unsubscribe(&config.unsubscribe)
+                .with_confirm_link(&config.confirm)
+        })
+        .collect();
+    if let Some(addresses) = addresses
+        && let Err(e) = addresses.add(lake, &mut changes).await
+    {
+        error!(error = %e, changes = changes.len(), "addresses could not be read; these changes go without contact.email");
+    }
+    changes
+}
+
+/// Whether any sink sends `contact.email`.
+fn contact_sinks(config: &Config) -> bool {
+    config.segments.include_contact || config.segments.webhooks.iter().any(|w| w.include_contact)
+}
+
+/// `spur segments replay --webhook NAME`: delivers the changes webhook `name` parked,
+/// read again from table `segment_changes` as live delivery reads them (see
+/// [`crate::webhook`], "Parking and replay"). Safe while the service runs.
+pub async fn replay(config: &Config, name: &str, stop: watch::Receiver<bool>) -> Result<Replayed> {
+    config.segments.validate()?;
+    config.unsubscribe.validate().map_err(Error::Config)?;
+    let hook = config
+        .segments
+        .webhooks
+        .iter()
+        .find(|hook| hook.name == name)
+        .ok_or_else(|| Error::Config(format!("segments.webhooks has no webhook {name:?}")))?;
+    let lake = Lake::open(&config.lake).await?;
+    let addresses = match (&config.keys_dir, hook.include_contact) {
+        (Some(dir), true) => Some(Addresses::open(dir)?),
+        _ => None,
+    };
+    let load = async |seqs: &[i64]| {
+        let changes = load_changes_at(&lake, seqs).await?;
+        Ok(outgoing(config, &lake, addresses.as_ref(), changes).await)
+    };
+    crate::webhook::replay(hook, &config.segments.state_dir, load, stop).await
+}
+
 /// Committed changes with `seq` after `after`, in order.
 pub async fn load_changes(lake: &Lake, after: i64) -> Result<Vec<Change>> {
+    select_changes(lake, &format!("seq > {after}")).await
+}
+
+/// The committed changes with these seqs that are still in the table, in order.
+pub async fn load_changes_at(lake: &Lake, seqs: &[i64]) -> Result<Vec<Change>> {
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<String> = seqs.iter().map(i64::to_string).collect();
+    select_changes(lake, &format!("seq IN ({})", list.join(","))).await
+}
+
+async fn select_changes(lake: &Lake, filter: &str) -> Result<Vec<Change>> {
     let ctx = lake.session_context().await?;
     let batches = ctx
         .sql(&format!(
             "SELECT change_id, seq, segment, subject_id, change, reason,
                     CAST(at AS BIGINT) / 1000 AS at_ms
-             FROM segment_changes WHERE seq > {after} ORDER BY seq"
+             FROM segment_changes WHERE {filter} ORDER BY seq"
         ))
         .await
         .map_err(Error::Query)?
@@ -261,6 +332,9 @@ fn read_changes(batch: &RecordBatch, out: &mut Vec<Change>) -> Result<()> {
             change: kind,
             reason: reasons[row].clone().unwrap_or_default(),
             unsubscribe_url: None,
+            confirm_url: None,
+            confirm_expires_at: None,
+            contact: None,
             at_ms: at[row],
         });
     }
@@ -339,79 +413,4 @@ async fn kafka_task(
         }
     }
     sink.flush();
-}
-
-const WEBHOOK_BATCH: usize = 100;
-
-async fn webhook_task(
-    index: usize,
-    endpoint: Endpoint,
-    mut cursor: Cursor,
-    gave_up: GiveUpLog,
-    outbox: Arc<Outbox>,
-    mut stop: watch::Receiver<bool>,
-    metrics: Arc<Metrics>,
-) {
-    let mut latest = outbox.subscribe();
-    let sink = format!("webhook:{}", endpoint.name());
-    // Skipped changes (segments this webhook does not want) move the cursor in
-    // memory; it is stored before the next delivery or when idle.
-    let mut position = cursor.seq();
-    loop {
-        let batch = outbox.after(position, WEBHOOK_BATCH);
-        if batch.is_empty() {
-            if position > cursor.seq() {
-                store(&mut cursor, position);
-            }
-            if !wait_for_work(&mut latest, &mut stop, position, Duration::from_secs(10)).await {
-                break;
-            }
-            continue;
-        }
-        for change in batch {
-            if !endpoint.config().wants(&change.segment) {
-                position = change.seq;
-                outbox.done(index, position);
-                continue;
-            }
-            match endpoint.deliver(&change, &mut stop).await {
-                Outcome::Delivered { attempts } => {
-                    record_webhook_delivered(&metrics, &sink, attempts);
-                }
-                Outcome::GaveUp { attempts, error } => {
-                    error!(webhook = endpoint.name(), change = %change.id, attempts, error, "webhook delivery given up");
-                    if let Err(e) = gave_up.append(&change, attempts, &error) {
-                        // Not recorded: do not move past it, try again after a pause.
-                        error!(error = %e, path = %gave_up.path().display(), "cannot record a given-up delivery");
-                        tokio::select! {
-                            _ = stop.wait_for(|s| *s) => return,
-                            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                        }
-                        break;
-                    }
-                    record_webhook_given_up(&metrics, &sink, attempts);
-                }
-                Outcome::Stopped => return,
-            }
-            position = change.seq;
-            if !store(&mut cursor, position) {
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
-                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
-            }
-            outbox.done(index, position);
-        }
-    }
-}
-
-/// Stores the cursor; false (logged) if the disk refused.
-fn store(cursor: &mut Cursor, seq: i64) -> bool {
-    match cursor.store(seq) {
-        Ok(()) => true,
-        Err(e) => {
-            error!(error = %e, path = %cursor.path().display(), "cannot store a webhook cursor");
-            false
-        }
-    }
 }

@@ -23,7 +23,8 @@ const KEY_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
-const DEFAULT_MAX_ATTEMPTS: u32 = 15;
+/// Three days: a receiver down over a long weekend loses nothing to parking.
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3 * 24 * 3600);
 
 /// One webhook endpoint in the configuration. `name`, `url` and `secret` are
 /// required; the rest have defaults. Check it with [`WebhookConfig::validate`].
@@ -38,8 +39,14 @@ pub struct WebhookConfig {
     /// `whsec_` and the base64 of a 24 to 64 byte key, shared with the receiver.
     pub secret: Secret,
     /// The segments whose changes this endpoint receives; empty means every segment.
+    /// Confirmation requests (no segment) go to every endpoint.
     #[serde(default)]
     pub segments: Vec<String>,
+    /// Whether bodies carry `contact.email` (the subject's address, for subjects with
+    /// valid marketing consent and in confirmation requests). On by default: a
+    /// webhook is how a mailing system learns where to send.
+    #[serde(default = "default_include_contact")]
+    pub include_contact: bool,
     /// How long one attempt may take, from connecting to the end of the response.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -49,13 +56,23 @@ pub struct WebhookConfig {
     /// The longest wait between two attempts, `Retry-After` included.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
-    /// Attempts per change, the first included, before it is given up and logged.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
+    /// How long a change is retried, measured from when it was decided (its
+    /// `segment_changes.at`), before it is parked for `spur segments replay`. A change
+    /// older than this still gets one attempt.
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// An additional bound, unset by default: park a change after this many failed
+    /// attempts (the first included) even before `max_age`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
 }
 
 fn default_timeout() -> Duration {
     DEFAULT_TIMEOUT
+}
+
+fn default_include_contact() -> bool {
+    true
 }
 
 fn default_initial_backoff() -> Duration {
@@ -66,8 +83,8 @@ fn default_max_backoff() -> Duration {
     DEFAULT_MAX_BACKOFF
 }
 
-fn default_max_attempts() -> u32 {
-    DEFAULT_MAX_ATTEMPTS
+fn default_max_age() -> Duration {
+    DEFAULT_MAX_AGE
 }
 
 impl WebhookConfig {
@@ -78,16 +95,18 @@ impl WebhookConfig {
             url: url.into(),
             secret,
             segments: Vec::new(),
+            include_contact: true,
             timeout: DEFAULT_TIMEOUT,
             initial_backoff: DEFAULT_INITIAL_BACKOFF,
             max_backoff: DEFAULT_MAX_BACKOFF,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_age: DEFAULT_MAX_AGE,
+            max_attempts: None,
         }
     }
 
     /// Whether this endpoint receives the changes of `segment`.
     pub fn wants(&self, segment: &str) -> bool {
-        self.segments.is_empty() || self.segments.iter().any(|s| s == segment)
+        segment.is_empty() || self.segments.is_empty() || self.segments.iter().any(|s| s == segment)
     }
 
     /// Checks what the types alone cannot. Messages name the webhook, never show the
@@ -118,7 +137,10 @@ impl WebhookConfig {
         if self.max_backoff < self.initial_backoff {
             return Err(self.error("max_backoff must be at least initial_backoff".into()));
         }
-        if self.max_attempts == 0 {
+        if self.max_age.is_zero() {
+            return Err(self.error("max_age must be more than 0s".into()));
+        }
+        if self.max_attempts == Some(0) {
             return Err(self.error("max_attempts must be at least 1".into()));
         }
         Ok(())
@@ -223,7 +245,8 @@ mod tests {
         assert_eq!(parsed.timeout, Duration::from_secs(10));
         assert_eq!(parsed.initial_backoff, Duration::from_secs(1));
         assert_eq!(parsed.max_backoff, Duration::from_secs(300));
-        assert_eq!(parsed.max_attempts, 15);
+        assert_eq!(parsed.max_age, Duration::from_secs(3 * 24 * 3600));
+        assert_eq!(parsed.max_attempts, None);
         assert!(parsed.segments.is_empty() && parsed.wants("anything"));
         assert_eq!(
             parsed,
@@ -238,13 +261,14 @@ mod tests {
         let parsed: WebhookConfig = toml::from_str(&format!(
             "name = \"crm\"\nurl = \"http://10.0.0.5:8080/in\"\nsecret = \"{VECTOR_SECRET}\"\n\
              segments = [\"boot_fans\"]\ntimeout = \"3s\"\ninitial_backoff = \"250ms\"\n\
-             max_backoff = \"1m\"\nmax_attempts = 4\n"
+             max_backoff = \"1m\"\nmax_age = \"6h\"\nmax_attempts = 4\n"
         ))?;
         parsed.validate()?;
         assert_eq!(parsed.timeout, Duration::from_secs(3));
         assert_eq!(parsed.initial_backoff, Duration::from_millis(250));
         assert_eq!(parsed.max_backoff, Duration::from_secs(60));
-        assert_eq!(parsed.max_attempts, 4);
+        assert_eq!(parsed.max_age, Duration::from_secs(6 * 3600));
+        assert_eq!(parsed.max_attempts, Some(4));
         assert!(parsed.wants("boot_fans") && !parsed.wants("sandal_fans"));
 
         let unknown = toml::from_str::<WebhookConfig>(&format!(
@@ -291,7 +315,8 @@ mod tests {
                 with(&|c| c.secret = Secret::new(secret_of(&[1; 65]))),
                 "decodes to 65 bytes",
             ),
-            (with(&|c| c.max_attempts = 0), "max_attempts"),
+            (with(&|c| c.max_attempts = Some(0)), "max_attempts"),
+            (with(&|c| c.max_age = Duration::ZERO), "max_age"),
             (with(&|c| c.timeout = Duration::ZERO), "timeout"),
             (
                 with(&|c| c.initial_backoff = Duration::ZERO),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use rand::Rng as _;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use spur_audience::Change;
@@ -79,12 +80,92 @@ fn chain(error: reqwest::Error) -> String {
 pub enum Outcome {
     /// A 2xx answered attempt number `attempts`.
     Delivered { attempts: u32 },
-    /// Every attempt failed; `error` describes the last one. The caller logs the
-    /// change in the [`GiveUpLog`](super::GiveUpLog) and moves on.
-    GaveUp { attempts: u32, error: String },
-    /// A stop was requested before delivery succeeded or gave up: the change is
-    /// neither delivered nor given up, and is sent again after a restart.
+    /// Every attempt failed and `bound` says no more may be made; `error` describes
+    /// the last one. The caller parks the change.
+    Failed {
+        attempts: u32,
+        /// When the first attempt started, ms since the epoch.
+        first_attempt_ms: i64,
+        bound: Bound,
+        error: String,
+    },
+    /// A stop was requested before delivery succeeded or failed for good: the change
+    /// is neither delivered nor parked, and is sent again after a restart.
     Stopped,
+}
+
+/// Which bound of a [`Retry`] ended the attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    /// The change reached `max_age` (measured from its decision).
+    MaxAge,
+    /// `max_attempts` attempts failed.
+    MaxAttempts,
+}
+
+impl Bound {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bound::MaxAge => "max_age",
+            Bound::MaxAttempts => "max_attempts",
+        }
+    }
+}
+
+/// How long [`Endpoint::deliver`] keeps trying one change. At least one attempt is
+/// always made; after a failed one, delivery ends when either bound is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// No attempt starts after this time (ms since the epoch): a failed attempt that
+    /// ended at or after it is the last, and a wait that would cross it is shortened
+    /// so that one last attempt falls on it.
+    pub until_ms: Option<i64>,
+    /// At most this many attempts.
+    pub max_attempts: Option<u32>,
+}
+
+impl Retry {
+    /// Live delivery of `change`: until `max_age` after the change was decided
+    /// (`Change::at_ms`), and at most `max_attempts` attempts if that is set.
+    pub fn live(config: &WebhookConfig, change: &Change) -> Retry {
+        let max_age = i64::try_from(config.max_age.as_millis()).unwrap_or(i64::MAX);
+        Retry {
+            until_ms: Some(change.at_ms.saturating_add(max_age)),
+            max_attempts: config.max_attempts,
+        }
+    }
+
+    /// At most `attempts` attempts, whatever the change's age (replay).
+    pub fn attempts(attempts: u32) -> Retry {
+        Retry {
+            until_ms: None,
+            max_attempts: Some(attempts.max(1)),
+        }
+    }
+
+    /// After `attempts` failed attempts, the last ending at `now_ms`: the bound that
+    /// forbids another, if any.
+    fn exhausted(self, attempts: u32, now_ms: i64) -> Option<Bound> {
+        if self.max_attempts.is_some_and(|max| attempts >= max) {
+            return Some(Bound::MaxAttempts);
+        }
+        if self.until_ms.is_some_and(|until| now_ms >= until) {
+            return Some(Bound::MaxAge);
+        }
+        None
+    }
+
+    /// `wait`, shortened so that the next attempt starts no later than `until_ms`.
+    fn clip(self, wait: Duration, now_ms: i64) -> Duration {
+        match self.until_ms {
+            Some(until) => {
+                let left = Duration::from_millis(u64::try_from(until - now_ms).unwrap_or(0));
+                wait.min(left)
+            }
+            None => wait,
+        }
+    }
 }
 
 /// One configured endpoint, ready to send: its HTTP client and its signer.
@@ -157,20 +238,32 @@ impl Endpoint {
     }
 
     /// Delivers `change`, retrying as the [`webhook`](super) module documentation
-    /// describes, until it is delivered, `max_attempts` attempts have failed, or `stop`
-    /// becomes `true`.
+    /// describes, until it is delivered, `retry` says to stop (see [`Retry`]), or
+    /// `stop` becomes `true`. There is always at least one attempt.
     ///
     /// A stop ends a wait between attempts at once; an attempt in flight is finished
     /// (it is bounded by `timeout`) so that a delivery that succeeds is reported as
     /// such. A dropped `stop` sender counts as a stop: nobody is left to ask for one.
-    pub async fn deliver(&self, change: &Change, stop: &mut watch::Receiver<bool>) -> Outcome {
-        let body = change.body();
+    pub async fn deliver(
+        &self,
+        change: &Change,
+        retry: Retry,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Outcome {
+        let body = if self.config.include_contact {
+            change.body()
+        } else {
+            change.body_without_contact()
+        };
         let mut attempts = 0;
+        let mut first_attempt_ms = None;
         loop {
             if *stop.borrow() {
                 return Outcome::Stopped;
             }
             attempts += 1;
+            let started_ms = chrono::Utc::now().timestamp_millis();
+            let first_attempt_ms = *first_attempt_ms.get_or_insert(started_ms);
             let error = match self.attempt(change, &body).await {
                 Ok(()) => {
                     tracing::debug!(
@@ -183,20 +276,24 @@ impl Endpoint {
                 }
                 Err(error) => error,
             };
-            if attempts >= self.config.max_attempts {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            if let Some(bound) = retry.exhausted(attempts, now_ms) {
                 tracing::warn!(
                     webhook = %self.config.name,
                     change_id = %change.id,
                     attempt = attempts,
                     error = %error,
-                    "Webhook delivery attempt failed, the last allowed: giving up on the change."
+                    bound = bound.as_str(),
+                    "Webhook delivery attempt failed, the last allowed: the change is parked."
                 );
-                return Outcome::GaveUp {
+                return Outcome::Failed {
                     attempts,
+                    first_attempt_ms,
+                    bound,
                     error: error.description,
                 };
             }
-            let wait = self.wait_before_retry(attempts, error.retry_after);
+            let wait = retry.clip(self.wait_before_retry(attempts, error.retry_after), now_ms);
             tracing::warn!(
                 webhook = %self.config.name,
                 change_id = %change.id,

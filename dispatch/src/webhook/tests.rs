@@ -1,6 +1,8 @@
 //! Delivery tests: [`Endpoint`] against a scripted local HTTP receiver that records
-//! every request, for the headers and signature, retries, `Retry-After`, giving up,
-//! stopping, transport failures, timeouts and redirects.
+//! every request, for the headers and signature, retries, `Retry-After`, the bounds
+//! (`max_age`, `max_attempts`), stopping, transport failures, timeouts and redirects;
+//! then the live task and [`replay`] together: a receiver down longer than `max_age`
+//! loses nothing, and per-subject order holds across parking and replay.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -23,6 +25,23 @@ use super::*;
 /// Only a guard against a hang: no test should come near it.
 const HANG_GUARD: Duration = Duration::from_secs(30);
 const HOUR: Duration = Duration::from_secs(3600);
+/// Retries enough for any scripted receiver here, whatever the change's age.
+const PATIENT: Retry = Retry {
+    until_ms: None,
+    max_attempts: Some(20),
+};
+
+/// Change `seq` of `subject`, decided now.
+fn fresh(seq: i64, subject: &str) -> spur_audience::Change {
+    spur_audience::Change::new(
+        seq,
+        "boot_fans",
+        subject,
+        spur_audience::ChangeKind::Entered,
+        "matched",
+        chrono::Utc::now().timestamp_millis(),
+    )
+}
 
 /// One scripted answer of the test receiver.
 #[derive(Clone)]
@@ -52,6 +71,8 @@ impl Reply {
 struct Recorded {
     headers: hyper::HeaderMap,
     body: Bytes,
+    /// The status it was answered with.
+    status: u16,
 }
 
 #[derive(Default)]
@@ -97,6 +118,11 @@ impl Receiver {
         read(&mut self.script.lock().expect("receiver lock"))
     }
 
+    /// From now on, answer from `replies` instead.
+    fn set_replies(&self, replies: Vec<Reply>) {
+        self.take(|script| script.replies = replies.into());
+    }
+
     fn count(&self) -> usize {
         self.take(|script| script.requests.len())
     }
@@ -116,17 +142,19 @@ async fn answer(
     let body = body.collect().await?.to_bytes();
     let reply = {
         let mut script = script.lock().expect("receiver lock");
-        script.requests.push(Recorded {
-            headers: parts.headers,
-            body,
-        });
-        if script.replies.len() > 1 {
+        let reply = if script.replies.len() > 1 {
             script.replies.pop_front()
         } else {
             script.replies.front().cloned()
         }
-    }
-    .unwrap_or_else(|| Reply::status(200));
+        .unwrap_or_else(|| Reply::status(200));
+        script.requests.push(Recorded {
+            headers: parts.headers,
+            body,
+            status: reply.status,
+        });
+        reply
+    };
     tokio::time::sleep(reply.delay).await;
     let mut response = Response::new(Full::new(Bytes::from(reply.body)));
     *response.status_mut() = hyper::StatusCode::from_u16(reply.status).expect("scripted status");
@@ -151,7 +179,7 @@ async fn delivery_sends_the_body_with_verifiable_standard_headers() -> anyhow::R
     let change = change();
     let (_stop, mut stop) = watch::channel(false);
 
-    let outcome = guarded(endpoint.deliver(&change, &mut stop)).await?;
+    let outcome = guarded(endpoint.deliver(&change, PATIENT, &mut stop)).await?;
 
     assert_eq!(outcome, Outcome::Delivered { attempts: 1 });
     let now = chrono::Utc::now().timestamp();
@@ -191,7 +219,7 @@ async fn failures_are_retried_with_the_same_id_and_a_fresh_signature() -> anyhow
     let change = change();
     let (_stop, mut stop) = watch::channel(false);
 
-    let outcome = guarded(endpoint.deliver(&change, &mut stop)).await?;
+    let outcome = guarded(endpoint.deliver(&change, PATIENT, &mut stop)).await?;
 
     assert_eq!(outcome, Outcome::Delivered { attempts: 3 });
     let signer = Signer::from_secret(VECTOR_SECRET)?;
@@ -237,7 +265,7 @@ async fn retry_after_replaces_the_backoff_up_to_the_cap() -> anyhow::Result<()> 
     };
     let endpoint = Endpoint::new(slow)?;
     let (_stop, mut stop) = watch::channel(false);
-    let outcome = guarded(endpoint.deliver(&change(), &mut stop)).await?;
+    let outcome = guarded(endpoint.deliver(&change(), PATIENT, &mut stop)).await?;
     assert_eq!(outcome, Outcome::Delivered { attempts: 3 });
     assert_eq!(receiver.count(), 3);
 
@@ -248,7 +276,7 @@ async fn retry_after_replaces_the_backoff_up_to_the_cap() -> anyhow::Result<()> 
     ])
     .await?;
     let endpoint = Endpoint::new(config(&receiver.url))?;
-    let outcome = guarded(endpoint.deliver(&change(), &mut stop)).await?;
+    let outcome = guarded(endpoint.deliver(&change(), PATIENT, &mut stop)).await?;
     assert_eq!(outcome, Outcome::Delivered { attempts: 2 });
     Ok(())
 }
@@ -261,16 +289,26 @@ async fn delivery_gives_up_after_max_attempts_with_the_last_error() -> anyhow::R
     }])
     .await?;
     let endpoint = Endpoint::new(WebhookConfig {
-        max_attempts: 3,
+        max_attempts: Some(3),
         ..config(&receiver.url)
     })?;
     let (_stop, mut stop) = watch::channel(false);
+    let change = fresh(1, "subject-1");
 
-    let outcome = guarded(endpoint.deliver(&change(), &mut stop)).await?;
+    let outcome =
+        guarded(endpoint.deliver(&change, Retry::live(endpoint.config(), &change), &mut stop))
+            .await?;
 
-    let Outcome::GaveUp { attempts, error } = outcome else {
-        anyhow::bail!("{outcome:?}, expected GaveUp");
+    let Outcome::Failed {
+        attempts,
+        error,
+        bound,
+        ..
+    } = outcome
+    else {
+        anyhow::bail!("{outcome:?}, expected Failed");
     };
+    assert_eq!(bound, Bound::MaxAttempts, "max_age is 3 days away");
     assert_eq!(attempts, 3);
     assert_eq!(receiver.count(), 3);
     assert!(
@@ -298,13 +336,14 @@ async fn a_stop_ends_a_backoff_at_once() -> anyhow::Result<()> {
     };
 
     let (outcome, sent) =
-        guarded(async { tokio::join!(endpoint.deliver(&change, &mut stopping), stopper) }).await?;
+        guarded(async { tokio::join!(endpoint.deliver(&change, PATIENT, &mut stopping), stopper) })
+            .await?;
 
     sent?;
     assert_eq!(outcome, Outcome::Stopped);
     assert_eq!(receiver.count(), 1);
     // Stopped before it starts: nothing is sent.
-    let outcome = guarded(endpoint.deliver(&change, &mut stopping)).await?;
+    let outcome = guarded(endpoint.deliver(&change, PATIENT, &mut stopping)).await?;
     assert_eq!(outcome, Outcome::Stopped);
     assert_eq!(receiver.count(), 1);
     Ok(())
@@ -317,10 +356,10 @@ async fn transport_failures_fail_the_attempt_without_showing_the_url() -> anyhow
         .local_addr()?
         .port();
     let endpoint = Endpoint::new(WebhookConfig {
-        max_attempts: 2,
+        max_attempts: Some(2),
         ..config(&format!("http://127.0.0.1:{port}/hook?token=sekrit"))
     })?;
-    let change = change();
+    let change = fresh(1, "subject-1");
 
     let error = guarded(endpoint.attempt(&change, &change.body()))
         .await?
@@ -336,9 +375,10 @@ async fn transport_failures_fail_the_attempt_without_showing_the_url() -> anyhow
     assert!(!error.description.contains("sekrit"), "{error}");
 
     let (_stop, mut stop) = watch::channel(false);
-    let outcome = guarded(endpoint.deliver(&change, &mut stop)).await?;
+    let retry = Retry::live(endpoint.config(), &change);
+    let outcome = guarded(endpoint.deliver(&change, retry, &mut stop)).await?;
     assert!(
-        matches!(outcome, Outcome::GaveUp { attempts: 2, .. }),
+        matches!(outcome, Outcome::Failed { attempts: 2, .. }),
         "{outcome:?}"
     );
     Ok(())
@@ -378,5 +418,316 @@ async fn a_slow_receiver_times_out_and_a_redirect_is_not_followed() -> anyhow::R
         "{error}"
     );
     assert_eq!(receiver.count(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_change_is_retried_until_max_age_from_its_decision() -> anyhow::Result<()> {
+    let receiver = Receiver::start(vec![Reply::status(500)]).await?;
+    let endpoint = Endpoint::new(WebhookConfig {
+        max_age: Duration::from_millis(300),
+        ..config(&receiver.url)
+    })?;
+    let (_stop, mut stop) = watch::channel(false);
+
+    let change = fresh(1, "subject-1");
+    let started = std::time::Instant::now();
+    let retry = Retry::live(endpoint.config(), &change);
+    let outcome = guarded(endpoint.deliver(&change, retry, &mut stop)).await?;
+    let took = started.elapsed();
+    let Outcome::Failed {
+        attempts,
+        bound,
+        first_attempt_ms,
+        ..
+    } = outcome
+    else {
+        anyhow::bail!("{outcome:?}, expected Failed");
+    };
+    assert_eq!(bound, Bound::MaxAge);
+    assert!(attempts >= 5, "retried with 10-20ms waits: {attempts}");
+    assert_eq!(receiver.count(), attempts as usize);
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_secs(5),
+        "retried until max_age, not past it: {took:?}"
+    );
+    assert!((change.at_ms..=change.at_ms + 100).contains(&first_attempt_ms));
+
+    // Decided longer ago than max_age: one attempt, then parked.
+    let old = spur_audience::Change {
+        at_ms: chrono::Utc::now().timestamp_millis() - 3_600_000,
+        ..fresh(2, "subject-1")
+    };
+    let retry = Retry::live(endpoint.config(), &old);
+    let outcome = guarded(endpoint.deliver(&old, retry, &mut stop)).await?;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Failed {
+                attempts: 1,
+                bound: Bound::MaxAge,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    Ok(())
+}
+
+/// Every accepted (2xx) request: (webhook-id, body), signatures checked.
+fn accepted(receiver: &Receiver) -> anyhow::Result<Vec<(String, Bytes)>> {
+    let signer = Signer::from_secret(VECTOR_SECRET)?;
+    let now = chrono::Utc::now().timestamp();
+    receiver.take(|script| {
+        script
+            .requests
+            .iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .map(|r| {
+                let header = |name: &str| -> anyhow::Result<&str> {
+                    Ok(r.headers.get(name).context(name.to_owned())?.to_str()?)
+                };
+                signer.verify(
+                    header(HEADER_ID)?,
+                    header(HEADER_TIMESTAMP)?,
+                    header(HEADER_SIGNATURE)?,
+                    &r.body,
+                    now,
+                    DEFAULT_TOLERANCE,
+                )?;
+                Ok((header(HEADER_ID)?.to_owned(), r.body.clone()))
+            })
+            .collect()
+    })
+}
+
+async fn eventually(what: &str, check: impl Fn() -> bool) -> anyhow::Result<()> {
+    guarded(async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .with_context(|| format!("never: {what}"))
+}
+
+fn parked_seqs(state: &std::path::Path) -> anyhow::Result<Vec<i64>> {
+    Ok(Parking::open(state, "crm")?
+        .entries()
+        .map(|e| e.seq)
+        .collect())
+}
+
+/// The readiness detail of `webhook:crm`: `None` when fine.
+fn readiness(health: &spur_telemetry::Health) -> Option<Option<String>> {
+    health
+        .report()
+        .components
+        .into_iter()
+        .find(|(name, _)| *name == "webhook:crm")
+        .map(|(_, why)| why)
+}
+
+#[tokio::test]
+async fn a_receiver_down_past_max_age_loses_nothing_and_replay_keeps_subject_order()
+-> anyhow::Result<()> {
+    let receiver = Receiver::start(vec![Reply::status(500)]).await?;
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().to_path_buf();
+    let config = WebhookConfig {
+        max_age: Duration::from_millis(150),
+        ..config(&receiver.url)
+    };
+    let outbox = crate::outbox::Outbox::new(1);
+    let metrics = Arc::new(spur_telemetry::Metrics::default());
+    let health = spur_telemetry::Health::default();
+    let (stop, stopping) = watch::channel(false);
+    let sink = WebhookSink::open(&config, &state)?;
+    let task = tokio::spawn(sink.run(
+        0,
+        outbox.clone(),
+        stopping.clone(),
+        metrics.clone(),
+        health.clone(),
+    ));
+
+    // The receiver refuses everything for longer than max_age.
+    let (a, b, c, d) = ("subject-a", "subject-b", "subject-c", "subject-d");
+    let mut all = vec![fresh(1, a), fresh(2, b), fresh(3, a), fresh(4, c)];
+    outbox.push(all.clone());
+    eventually("four changes parked", || {
+        parked_seqs(&state).is_ok_and(|s| s == [1, 2, 3, 4])
+    })
+    .await?;
+    let entries: Vec<Parked> = Parking::open(&state, "crm")?.entries().cloned().collect();
+    assert_eq!(entries[0].reason, ParkReason::MaxAge);
+    assert!(entries[0].attempts >= 2, "{:?}", entries[0]);
+    assert!(entries[0].first_attempt_at.is_some() && entries[0].error.is_some());
+    assert_eq!(
+        entries[2].reason,
+        ParkReason::SubjectParked,
+        "a's second waits"
+    );
+    assert_eq!(entries[2].behind, Some(1));
+    assert_eq!(entries[2].attempts, 0);
+    let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, all.iter().map(|c| c.id.as_str()).collect::<Vec<_>>());
+    let seq3_attempts = receiver.take(|script| {
+        script
+            .requests
+            .iter()
+            .filter(|r| {
+                r.headers
+                    .get(HEADER_ID)
+                    .is_some_and(|v| v == all[2].id.as_str())
+            })
+            .count()
+    });
+    assert_eq!(seq3_attempts, 0, "parked behind a's first, never attempted");
+
+    // Back up: a's next change is parked behind its first, d's goes live.
+    receiver.set_replies(vec![Reply::status(204)]);
+    let later = vec![fresh(5, a), fresh(6, d)];
+    all.extend(later.clone());
+    outbox.push(later);
+    eventually("d delivered live", || {
+        receiver.count() > 0 && accepted(&receiver).is_ok_and(|r| r.len() == 1)
+    })
+    .await?;
+    eventually("a's third parked", || {
+        parked_seqs(&state).is_ok_and(|s| s == [1, 2, 3, 4, 5])
+    })
+    .await?;
+    eventually("readiness shows five parked", || {
+        readiness(&health)
+            .flatten()
+            .is_some_and(|why| why.starts_with("5 changes parked"))
+    })
+    .await?;
+    assert!(
+        metrics
+            .render()
+            .contains("spur_segments_webhook_parked{sink=\"webhook:crm\"} 5"),
+        "{}",
+        metrics.render()
+    );
+
+    // Replay, with the lake played by the changes themselves; seq 4 was erased.
+    let lake: Vec<spur_audience::Change> = all.iter().filter(|c| c.seq != 4).cloned().collect();
+    let load = async |seqs: &[i64]| -> crate::Result<Vec<spur_audience::Change>> {
+        Ok(lake
+            .iter()
+            .filter(|c| seqs.contains(&c.seq))
+            .cloned()
+            .collect())
+    };
+    let (_never, no_stop) = watch::channel(false);
+    let replayed = guarded(replay(&config, &state, load, no_stop)).await??;
+    assert_eq!(
+        replayed,
+        Replayed {
+            webhook: "crm".into(),
+            delivered: 4,
+            gone: 1,
+            remaining: 0,
+            stopped: None,
+        }
+    );
+    assert!(parked_seqs(&state)?.is_empty());
+
+    // a's next change is live again: after its replayed ones.
+    let last = fresh(7, a);
+    all.push(last.clone());
+    outbox.push(vec![last]);
+    eventually("a's last delivered live", || {
+        accepted(&receiver).is_ok_and(|r| r.len() == 6)
+    })
+    .await?;
+
+    // Every change exactly once, except the erased one; original ids and bodies.
+    let by_seq = |seq: i64| all.iter().find(|c| c.seq == seq).context("seq");
+    let got = accepted(&receiver)?;
+    let mut expected = Vec::new();
+    for seq in [6, 1, 2, 3, 5, 7] {
+        let change = by_seq(seq)?;
+        expected.push((change.id.clone(), Bytes::from(change.body())));
+    }
+    assert_eq!(got, expected);
+    let of_a: Vec<&str> = got
+        .iter()
+        .filter(|(_, body)| String::from_utf8_lossy(body).contains(a))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let a_ids: Vec<&str> = [1, 3, 5, 7]
+        .into_iter()
+        .map(|seq| by_seq(seq).map(|c| c.id.as_str()))
+        .collect::<anyhow::Result<_>>()?;
+    assert_eq!(of_a, a_ids, "a's changes in seq order");
+    eventually("readiness fine again", || readiness(&health) == Some(None)).await?;
+    assert!(
+        metrics
+            .render()
+            .contains("spur_segments_webhook_parked{sink=\"webhook:crm\"} 0")
+    );
+
+    stop.send(true)?;
+    guarded(task).await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn replay_stops_at_a_refusal_keeps_the_rest_and_runs_alone() -> anyhow::Result<()> {
+    let receiver = Receiver::start(vec![Reply::status(204), Reply::status(500)]).await?;
+    let dir = tempfile::tempdir()?;
+    let config = config(&receiver.url);
+    let changes = [
+        fresh(1, "subject-a"),
+        fresh(2, "subject-b"),
+        fresh(3, "subject-a"),
+    ];
+    let mut parking = Parking::open(dir.path(), "crm")?;
+    for change in &changes {
+        parking.park(Parked::new(change, ParkReason::MaxAge))?;
+    }
+    let load = async |seqs: &[i64]| -> crate::Result<Vec<spur_audience::Change>> {
+        Ok(changes
+            .iter()
+            .filter(|c| seqs.contains(&c.seq))
+            .cloned()
+            .collect())
+    };
+
+    // A second replay of the same webhook is refused while one runs.
+    let held = super::replay::exclusive(dir.path(), "crm")?;
+    let (_never, no_stop) = watch::channel(false);
+    let refused = replay(&config, dir.path(), &load, no_stop.clone()).await;
+    let message = refused.err().context("a concurrent replay ran")?.chain();
+    assert!(message.contains("another replay"), "{message}");
+    assert_eq!(receiver.count(), 0);
+    drop(held);
+
+    // The first is delivered; the second refused REPLAY_ATTEMPTS times: stop there.
+    let replayed = guarded(replay(&config, dir.path(), &load, no_stop.clone())).await??;
+    assert_eq!((replayed.delivered, replayed.remaining), (1, 2));
+    let why = replayed.stopped.context("stopped")?;
+    assert!(
+        why.contains(&changes[1].id) && why.contains("HTTP 500"),
+        "{why}"
+    );
+    assert_eq!(receiver.count(), 1 + REPLAY_ATTEMPTS as usize);
+    assert_eq!(parked_seqs(dir.path())?, [2, 3]);
+
+    // Again, once the receiver takes them: the rest, in order, once each.
+    receiver.set_replies(vec![Reply::status(200)]);
+    let replayed = guarded(replay(&config, dir.path(), &load, no_stop)).await??;
+    assert_eq!(
+        (replayed.delivered, replayed.remaining, replayed.stopped),
+        (2, 0, None)
+    );
+    let ids: Vec<String> = accepted(&receiver)?.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        ids,
+        changes.iter().map(|c| c.id.clone()).collect::<Vec<_>>()
+    );
     Ok(())
 }

@@ -23,7 +23,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use spur_audience::SegmentDef;
+use spur_audience::{LifecycleConfig, SegmentDef};
 use spur_dispatch::sink::HEADER_SEQ;
 use spur_dispatch::webhook::{DEFAULT_TOLERANCE, Signer, WebhookConfig};
 use spur_dispatch::{Config, SegmentsConfig};
@@ -31,10 +31,10 @@ use spur_schemas::kafka::KafkaSettings;
 use spur_schemas::secret::Secret;
 use spur_testkit::{BOOT_FANS, Writer, boot_views, consent, root, signup};
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// The testkit's `boot_fans` and `customers` segments, as the engine takes them.
-fn boot_fans() -> Vec<SegmentDef> {
+pub(crate) fn boot_fans() -> Vec<SegmentDef> {
     BOOT_FANS
         .iter()
         .map(|(name, condition)| SegmentDef {
@@ -46,15 +46,17 @@ fn boot_fans() -> Vec<SegmentDef> {
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
-struct Received {
-    id: String,
-    timestamp: String,
-    signature: String,
-    body: Vec<u8>,
+pub(crate) struct Received {
+    pub(crate) id: String,
+    pub(crate) timestamp: String,
+    pub(crate) signature: String,
+    pub(crate) body: Vec<u8>,
+    /// The status it was answered with (none: left hanging).
+    pub(crate) status: Option<u16>,
 }
 
 impl Received {
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_default()
     }
 }
@@ -64,17 +66,19 @@ struct ReceiverState {
     requests: Vec<Received>,
     /// While set, a `segment.exited` request is never answered.
     hang_on_exit: bool,
+    /// While set, every request is answered 500.
+    refuse: bool,
 }
 
 /// A webhook receiver that records every request and answers 204, except that it
 /// can be told to leave exit notifications hanging.
-struct Receiver {
-    addr: SocketAddr,
+pub(crate) struct Receiver {
+    pub(crate) addr: SocketAddr,
     state: Arc<Mutex<ReceiverState>>,
 }
 
 impl Receiver {
-    async fn start() -> Result<Receiver> {
+    pub(crate) async fn start() -> Result<Receiver> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(ReceiverState::default()));
@@ -96,7 +100,7 @@ impl Receiver {
         Ok(Receiver { addr, state })
     }
 
-    fn requests(&self) -> Vec<Received> {
+    pub(crate) fn requests(&self) -> Vec<Received> {
         self.state.lock().expect("receiver state").requests.clone()
     }
 
@@ -104,7 +108,15 @@ impl Receiver {
         self.state.lock().expect("receiver state").hang_on_exit = hang;
     }
 
-    async fn wait_for(&self, what: &str, check: impl Fn(&[Received]) -> bool) -> Result<()> {
+    pub(crate) fn set_refuse(&self, refuse: bool) {
+        self.state.lock().expect("receiver state").refuse = refuse;
+    }
+
+    pub(crate) async fn wait_for(
+        &self,
+        what: &str,
+        check: impl Fn(&[Received]) -> bool,
+    ) -> Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
         while !check(&self.requests()) {
             if tokio::time::Instant::now() > deadline {
@@ -135,30 +147,35 @@ async fn answer(req: Request<Incoming>, state: Arc<Mutex<ReceiverState>>) -> Res
         .await
         .map(|b| b.to_bytes().to_vec())
         .unwrap_or_default();
-    let received = Received {
+    let mut received = Received {
         id,
         timestamp,
         signature,
         body,
+        status: None,
     };
-    let hang = {
+    let (hang, status) = {
         let mut state = state.lock().expect("receiver state");
         let hang = state.hang_on_exit && received.json()["type"] == "segment.exited";
+        let status = if state.refuse { 500 } else { 204 };
+        if !hang {
+            received.status = Some(status);
+        }
         state.requests.push(received);
-        hang
+        (hang, status)
     };
     if hang {
         std::future::pending::<()>().await;
     }
     Response::builder()
-        .status(204)
+        .status(status)
         .body(Full::new(Bytes::new()))
         .unwrap_or_default()
 }
 
 /// A segment service on a runtime of its own, so that dropping the runtime kills it
 /// and every task it started, as a crash would.
-struct Service {
+pub(crate) struct Service {
     /// The operator endpoints.
     ops: SocketAddr,
     /// Always `Some` until dropped.
@@ -168,7 +185,7 @@ struct Service {
 }
 
 impl Service {
-    fn start(config: Config, kafka: KafkaSettings) -> Result<Service> {
+    pub(crate) fn start(config: Config, kafka: KafkaSettings) -> Result<Service> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -179,10 +196,15 @@ impl Service {
         let ops = listener.local_addr()?;
         let task = runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            spur_dispatch::run(config, kafka, listener, async {
+            let result = spur_dispatch::run(config, kafka, listener, async {
                 let _ = stopped.await;
             })
-            .await?;
+            .await;
+            if let Err(e) = &result {
+                // Otherwise only visible at stop(), after the test timed out waiting.
+                eprintln!("the segment service failed: {}", e.chain());
+            }
+            result?;
             Ok(())
         });
         Ok(Service {
@@ -194,7 +216,7 @@ impl Service {
     }
 
     /// `GET path` on the operator endpoints: (status line, body).
-    async fn get(&self, path: &str) -> Result<(String, String)> {
+    pub(crate) async fn get(&self, path: &str) -> Result<(String, String)> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut stream = tokio::net::TcpStream::connect(self.ops).await?;
         stream
@@ -214,7 +236,7 @@ impl Service {
     /// Drops the runtime without waiting for anything.
     fn crash(self) {}
 
-    async fn stop(mut self) -> Result<()> {
+    pub(crate) async fn stop(mut self) -> Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -235,7 +257,10 @@ impl Drop for Service {
 }
 
 /// Every record on `topic`: (key, seq header, body).
-fn read_topic(brokers: &str, topic: &str) -> Result<Vec<(String, i64, serde_json::Value)>> {
+pub(crate) fn read_topic(
+    brokers: &str,
+    topic: &str,
+) -> Result<Vec<(String, i64, serde_json::Value)>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "dispatch-test-reader")
@@ -308,8 +333,16 @@ async fn changes_reach_topic_and_webhook_once_across_a_crash() -> Result<()> {
     hook.initial_backoff = Duration::from_millis(50);
     hook.max_backoff = Duration::from_millis(500);
     hook.timeout = Duration::from_secs(120);
+    // No contact vault here: bodies without `contact.email`.
+    hook.include_contact = false;
     let config = Config {
         lake: root.clone(),
+        // Single opt-in: the sign-up's grant is consent (double opt-in has its own
+        // tests in spur-audience).
+        lifecycle: LifecycleConfig {
+            double_opt_in: false,
+            ..LifecycleConfig::default()
+        },
         segments: SegmentsConfig {
             interval: Duration::from_millis(200),
             sweep_interval: Duration::from_secs(3600),

@@ -3,6 +3,9 @@
 //! in a temporary directory (a scripted history from `spur_testkit`), with
 //! librdkafka's mock cluster as the broker and a scripted webhook receiver on a
 //! loopback port; it is crashed and restarted, and what reached the topic and the
-//! receiver is checked (`dispatch.rs`).
+//! receiver is checked (`dispatch.rs`); a receiver down past `max_age` has its
+//! changes parked and replayed, in order, with the body live delivery sends
+//! (`parking.rs`).
 
 mod dispatch;
+mod parking;

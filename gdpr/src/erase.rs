@@ -412,10 +412,6 @@ async fn find(lake: &Lake, subject_digest: &str) -> Result<Option<Request>> {
 /// lock on `<file>.lock`, the lock the segment service and `spur segments replay`
 /// take to change a webhook parking file, and replaced durably (synced temporary
 /// file, rename, directory sync). Returns the files changed.
-#[allow(
-    clippy::incompatible_msrv,
-    reason = "File::lock is std since 1.89, the toolchain CI builds with"
-)]
 fn scrub_state(dir: &Path, digests: &HashSet<&str>) -> Result<Vec<String>> {
     let state = |path: &Path, source| Error::State {
         path: path.display().to_string(),

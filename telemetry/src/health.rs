@@ -16,6 +16,9 @@ struct State {
     deadline: Duration,
     last: Option<Instant>,
     problem: Option<String>,
+    /// Shown by `/readyz` without making the service unready (work waiting for an
+    /// operator, e.g. parked webhook deliveries).
+    note: Option<String>,
 }
 
 /// One loop's handle on the registry.
@@ -31,6 +34,8 @@ pub struct HealthReport {
     pub ready: bool,
     /// Per component: `None` when healthy, or why not.
     pub components: Vec<(&'static str, Option<String>)>,
+    /// Healthy components' notes for the operator ([`Component::healthy_noting`]).
+    pub notes: Vec<(&'static str, String)>,
 }
 
 impl Health {
@@ -47,6 +52,7 @@ impl Health {
                 deadline,
                 last: None,
                 problem: None,
+                note: None,
             },
         );
         Component {
@@ -57,8 +63,8 @@ impl Health {
 
     pub fn report(&self) -> HealthReport {
         let now = Instant::now();
-        let components: Vec<_> = self
-            .lock()
+        let states = self.lock();
+        let components: Vec<_> = states
             .iter()
             .map(|(name, s)| {
                 let why = match (&s.problem, s.last) {
@@ -73,9 +79,14 @@ impl Health {
                 (*name, why)
             })
             .collect();
+        let notes = states
+            .iter()
+            .filter_map(|(name, s)| s.note.clone().map(|note| (*name, note)))
+            .collect();
         HealthReport {
             ready: components.iter().all(|(_, why)| why.is_none()),
             components,
+            notes,
         }
     }
 }
@@ -86,6 +97,17 @@ impl Component {
         if let Some(s) = self.health.lock().get_mut(self.name) {
             s.last = Some(Instant::now());
             s.problem = None;
+            s.note = None;
+        }
+    }
+
+    /// The loop is fine, but has something an operator should see in `/readyz`
+    /// (`notes`); readiness is unaffected.
+    pub fn healthy_noting(&self, note: impl Into<String>) {
+        if let Some(s) = self.health.lock().get_mut(self.name) {
+            s.last = Some(Instant::now());
+            s.problem = None;
+            s.note = Some(note.into());
         }
     }
 
@@ -141,5 +163,22 @@ mod tests {
                 .as_deref()
                 .is_some_and(|w| w.starts_with("no progress"))
         );
+    }
+
+    #[test]
+    fn a_note_is_shown_without_making_the_service_unready() {
+        let health = Health::default();
+        let webhook = health.register("webhook:crm", Duration::from_secs(3600));
+        webhook.healthy_noting("2 changes parked");
+        let report = health.report();
+        assert!(report.ready, "{report:?}");
+        assert_eq!(
+            report.notes,
+            [("webhook:crm", "2 changes parked".to_owned())]
+        );
+        webhook.healthy();
+        assert!(health.report().notes.is_empty());
+        webhook.unhealthy("down");
+        assert!(!health.report().ready);
     }
 }

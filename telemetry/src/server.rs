@@ -86,7 +86,12 @@ fn answer(
                     (name.to_owned(), value)
                 })
                 .collect();
-            let body = serde_json::json!({"ready": report.ready, "components": components});
+            let notes: serde_json::Map<_, _> = report
+                .notes
+                .into_iter()
+                .map(|(name, note)| (name.to_owned(), serde_json::Value::String(note)))
+                .collect();
+            let body = serde_json::json!({"ready": report.ready, "components": components, "notes": notes});
             let status = if report.ready {
                 StatusCode::OK
             } else {

@@ -94,9 +94,10 @@
 //! delivers those too, in order. Two replays of one webhook at once are refused
 //! (`webhook-<name>.replay.lock`).
 //!
-//! `/readyz` of the segment service has a component `webhook:<name>` per endpoint:
-//! `ok` when nothing is parked, else the parked count (so parked changes make the
-//! service report not ready until replayed: they need the operator). The gauge
+//! `/readyz` of the segment service has a component `webhook:<name>` per endpoint,
+//! and while changes are parked a note under `notes` with their count and the replay
+//! command. Parked changes do not make the service unready: new changes keep flowing
+//! to every sink, and restarting the service would not deliver them. The gauge
 //! `spur_segments_webhook_parked{sink="webhook:<name>"}` counts them too.
 //!
 //! # Idempotency

@@ -132,10 +132,6 @@ where
 
 /// Holds `webhook-<name>.replay.lock` exclusively for as long as the file is kept
 /// open; refuses if another replay holds it.
-#[allow(
-    clippy::incompatible_msrv,
-    reason = "File::try_lock is std since 1.89, the toolchain CI builds with"
-)]
 pub(super) fn exclusive(state_dir: &Path, name: &str) -> Result<std::fs::File> {
     let state = |path: &Path, e: std::io::Error| Error::State {
         path: path.display().to_string(),

@@ -304,10 +304,6 @@ impl Parking {
     }
 
     /// An exclusive lock on the lock file, held until the guard is dropped.
-    #[allow(
-        clippy::incompatible_msrv,
-        reason = "File::lock is std since 1.89, the toolchain CI builds with"
-    )]
     fn locked(&self) -> io::Result<fs::File> {
         let file = OpenOptions::new()
             .create(true)

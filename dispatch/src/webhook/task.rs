@@ -200,14 +200,15 @@ impl WebhookSink {
         }
     }
 
-    /// The parked count, as a gauge and as this webhook's readiness.
+    /// The parked count, as a gauge and as a note in `/readyz` (the service stays
+    /// ready: new changes keep flowing; the parked ones wait for the operator).
     fn report(&self, component: &Component, metrics: &Metrics, sink: &str) {
         let parked = self.parking.len();
         record_webhook_parked_now(metrics, sink, parked);
         if parked == 0 {
             component.healthy();
         } else {
-            component.unhealthy(format!(
+            component.healthy_noting(format!(
                 "{parked} changes parked; deliver them with `spur segments replay --webhook {}`",
                 self.endpoint.name()
             ));

@@ -518,14 +518,21 @@ fn parked_seqs(state: &std::path::Path) -> anyhow::Result<Vec<i64>> {
         .collect())
 }
 
-/// The readiness detail of `webhook:crm`: `None` when fine.
+/// The `/readyz` note of `webhook:crm` (`None`: none), once the component is ready
+/// (parked changes never make the service unready).
 fn readiness(health: &spur_telemetry::Health) -> Option<Option<String>> {
-    health
-        .report()
+    let report = health.report();
+    let ready = report
         .components
-        .into_iter()
-        .find(|(name, _)| *name == "webhook:crm")
-        .map(|(_, why)| why)
+        .iter()
+        .any(|(name, why)| *name == "webhook:crm" && why.is_none());
+    ready.then(|| {
+        report
+            .notes
+            .into_iter()
+            .find(|(name, _)| *name == "webhook:crm")
+            .map(|(_, note)| note)
+    })
 }
 
 #[tokio::test]

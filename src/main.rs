@@ -419,8 +419,7 @@ async fn subject(settings: &Settings, command: SubjectCommand) -> anyhow::Result
     match command {
         SubjectCommand::Export { subject, summary } => {
             let id = resolve(&subject).map_err(anyhow::Error::msg)?;
-            let export =
-                spur_gdpr::export(&lake, &id, now_ms(), Some(&settings.keys.dir)).await?;
+            let export = spur_gdpr::export(&lake, &id, now_ms(), Some(&settings.keys.dir)).await?;
             if summary {
                 print!("{}", export.summary());
             } else {

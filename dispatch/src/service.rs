@@ -120,7 +120,15 @@ pub async fn run(
             Addresses::open(dir)
         })
         .transpose()?;
-    outbox.push(outgoing(&config, &lake, addresses.as_ref(), load_changes(&lake, from).await?).await);
+    outbox.push(
+        outgoing(
+            &config,
+            &lake,
+            addresses.as_ref(),
+            load_changes(&lake, from).await?,
+        )
+        .await,
+    );
     info!(
         pending = outbox.len(),
         from,
@@ -188,9 +196,7 @@ pub async fn run(
                         "segment changes committed"
                     );
                 }
-                outbox.push(
-                    outgoing(&config, &lake, addresses.as_ref(), summary.changes).await,
-                );
+                outbox.push(outgoing(&config, &lake, addresses.as_ref(), summary.changes).await);
                 record_outbox_pending(&metrics, outbox.len());
             }
             Err(e) => {

@@ -26,8 +26,8 @@ use tracing::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::schema::{
-    PARTITION_COLUMN, contacts_schema, erasures_schema, events_schema, ledger_schema, scores_schema,
-    segment_changes_schema, sessions_schema,
+    PARTITION_COLUMN, contacts_schema, erasures_schema, events_schema, ledger_schema,
+    scores_schema, segment_changes_schema, sessions_schema,
 };
 
 /// Rows per Parquet row group: large enough for good compression and few footer

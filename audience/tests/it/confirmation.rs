@@ -88,13 +88,8 @@ async fn a_pending_grant_is_asked_to_confirm_once_per_interval() -> Result<()> {
     ensure!(step.changes.is_empty(), "{:?}", step.changes);
 
     // The signed confirmation of the latest grant: a member, and no request.
-    w.append(vec![confirm(
-        "a-confirm",
-        A,
-        T0 + 32 * HOUR,
-        latest_grant,
-    )])
-    .await?;
+    w.append(vec![confirm("a-confirm", A, T0 + 32 * HOUR, latest_grant)])
+        .await?;
     let step = engine.step(&mut w.lake, T0 + 32 * HOUR, false).await?;
     ensure!(requests(&step.changes).is_empty(), "{:?}", step.changes);
     ensure!(

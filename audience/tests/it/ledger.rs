@@ -161,10 +161,7 @@ async fn double_opt_in_holds_only_through_the_signed_link_for_a_standing_grant()
     w.append(vec![signed_confirm("a-c2", A, T0 + 6 * MIN, grant)])
         .await?;
     let older = step(&mut w, T0 + 7 * MIN).await?;
-    ensure!(
-        older == [(latest + 3, "confirm".into(), None)],
-        "{older:?}"
-    );
+    ensure!(older == [(latest + 3, "confirm".into(), None)], "{older:?}");
     ensure!(consent_states(&w.lake, true).await?[A] == "granted");
 
     // A withdraws, then clicks the link of the latest grant: stale, stays withdrawn.

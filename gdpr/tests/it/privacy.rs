@@ -247,9 +247,7 @@ async fn double_opt_in_and_one_click_unsubscribe_gate_segment_changes() -> Resul
     w.append(vec![forged]).await?;
     let step = engine.step(&mut w.lake, T0 + 16 * MIN, false).await?;
     ensure!(
-        step.changes
-            .iter()
-            .all(|c| c.change != ChangeKind::Entered),
+        step.changes.iter().all(|c| c.change != ChangeKind::Entered),
         "a forged confirmation: {:?}",
         step.changes
     );

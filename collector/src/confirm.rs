@@ -23,23 +23,19 @@
 //! `{"error", "message"}`.
 //!
 //! Like the unsubscribe withdrawal ([`crate::unsubscribe`]) the record names a person,
-//! not a browser: visitor kind [`VisitorKind::Subject`] with the token's subject id,
+//! not a browser: visitor kind `subject` with the token's subject id,
 //! an empty `site_id`, and nothing of the request (no IP, user agent or geography).
 
 use spur_schemas::confirm::{Confirmation, DOUBLE_OPT_IN_METHOD};
-use spur_schemas::record::{
-    Agent, EventRecord, Geo, Payload, PrivacySignals, SCHEMA_VERSION, Visitor, VisitorKind,
-};
-use spur_schemas::wire::{ConsentAction, ConsentEvidence, ConsentFlags};
+use spur_schemas::record::EventRecord;
+use spur_schemas::wire::{ConsentAction, ConsentEvidence};
 
-use crate::ingest::new_event_id;
+use crate::ingest::{MARKETING, subject_marketing_record};
 use crate::reply::PAGE_STYLE;
 
 /// Largest accepted body: the page's form sends `confirm=yes`.
 pub const MAX_BODY_BYTES: usize = 1024;
 
-/// The purpose a confirmation grants.
-pub const PURPOSE: &str = "marketing";
 
 /// Whether the client asked for JSON rather than a page: its `Accept` names
 /// `application/json` and not `text/html` (browsers always name `text/html`).
@@ -80,39 +76,18 @@ pub fn body_is_acceptable(content_type: Option<&str>, body: &[u8]) -> bool {
 
 /// The record of a confirmed double opt-in, at `now` (ms since the epoch).
 pub fn confirmation_record(confirmation: &Confirmation, now: i64) -> EventRecord {
-    EventRecord {
-        v: SCHEMA_VERSION,
-        event_id: new_event_id(),
-        // No site: the e-mail, not a page, is where the decision was made.
-        site_id: String::new(),
-        received_at: now,
-        event_time: now,
-        client_ts: None,
-        clock_skew_ms: None,
-        time_flags: Vec::new(),
-        visitor: Visitor {
-            kind: VisitorKind::Subject,
-            id: confirmation.subject_id.clone(),
+    subject_marketing_record(
+        confirmation.subject_id.clone(),
+        ConsentAction::Granted,
+        ConsentEvidence {
+            purposes: vec![MARKETING.to_owned()],
+            confirmation: true,
+            method: Some(DOUBLE_OPT_IN_METHOD.to_owned()),
+            grant_seq: Some(confirmation.grant_seq),
+            ..Default::default()
         },
-        consent: ConsentFlags {
-            analytics: false,
-            marketing: true,
-        },
-        signals: PrivacySignals::default(),
-        geo: Geo::default(),
-        agent: Agent::default(),
-        page: None,
-        payload: Payload::Consent {
-            purposes: [(PURPOSE.to_owned(), ConsentAction::Granted)].into(),
-            evidence: Some(ConsentEvidence {
-                purposes: vec![PURPOSE.to_owned()],
-                confirmation: true,
-                method: Some(DOUBLE_OPT_IN_METHOD.to_owned()),
-                grant_seq: Some(confirmation.grant_seq),
-                ..Default::default()
-            }),
-        },
-    }
+        now,
+    )
 }
 
 /// The button that POSTs the confirmation. The form has no `action`: it posts to the

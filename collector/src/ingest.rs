@@ -17,7 +17,7 @@ use spur_schemas::record::{
     Agent, EventRecord, EventType, Geo, Payload, PrivacySignals, SCHEMA_VERSION, Visitor,
     VisitorKind,
 };
-use spur_schemas::wire::ConsentFlags;
+use spur_schemas::wire::{ConsentAction, ConsentEvidence, ConsentFlags};
 
 use crate::clock::{self, ClockRules};
 use crate::config::DntPolicy;
@@ -188,6 +188,48 @@ pub fn build(
         })
         .collect()
 }
+
+/// A decision about marketing made outside any site, by the person the token of
+/// `/v1/unsubscribe` or `/v1/confirm` names: visitor kind [`VisitorKind::Subject`]
+/// (the processor stores the id unchanged), an empty `site_id` (an e-mail belongs to
+/// no site) and nothing of the request — no IP, no user agent (the mail client's),
+/// no geography. `evidence` says how it was made (its `method`).
+pub fn subject_marketing_record(
+    subject_id: String,
+    action: ConsentAction,
+    evidence: ConsentEvidence,
+    now: i64,
+) -> EventRecord {
+    EventRecord {
+        v: SCHEMA_VERSION,
+        event_id: new_event_id(),
+        site_id: String::new(),
+        received_at: now,
+        event_time: now,
+        client_ts: None,
+        clock_skew_ms: None,
+        time_flags: Vec::new(),
+        visitor: Visitor {
+            kind: VisitorKind::Subject,
+            id: subject_id,
+        },
+        consent: ConsentFlags {
+            analytics: false,
+            marketing: action == ConsentAction::Granted,
+        },
+        signals: PrivacySignals::default(),
+        geo: Geo::default(),
+        agent: Agent::default(),
+        page: None,
+        payload: Payload::Consent {
+            purposes: [(MARKETING.to_owned(), action)].into(),
+            evidence: Some(evidence),
+        },
+    }
+}
+
+/// The purpose `/v1/unsubscribe` withdraws and `/v1/confirm` confirms.
+pub const MARKETING: &str = "marketing";
 
 /// A random, unguessable event id for events the client did not name.
 pub fn new_event_id() -> String {

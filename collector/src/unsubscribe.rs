@@ -9,19 +9,14 @@
 //! marketing purpose, with evidence `method: one_click_unsubscribe`. Nothing of the
 //! request is kept: no IP, no user agent (the mail client's), no geography.
 
-use spur_schemas::record::{
-    Agent, EventRecord, Geo, Payload, PrivacySignals, SCHEMA_VERSION, Visitor, VisitorKind,
-};
+use spur_schemas::record::EventRecord;
 use spur_schemas::unsubscribe::UNSUBSCRIBE_METHOD;
-use spur_schemas::wire::{ConsentAction, ConsentEvidence, ConsentFlags};
+use spur_schemas::wire::{ConsentAction, ConsentEvidence};
 
-use crate::ingest::new_event_id;
+use crate::ingest::{MARKETING, subject_marketing_record};
 
 /// Largest accepted body: the form is 26 bytes, a multipart body a few hundred.
 pub const MAX_BODY_BYTES: usize = 1024;
-
-/// The purpose a one-click unsubscribe withdraws.
-pub const PURPOSE: &str = "marketing";
 
 /// The form field and value RFC 8058 prescribes.
 const FIELD: &str = "List-Unsubscribe";
@@ -137,37 +132,16 @@ fn multipart_has_one_click(boundary: &str, body: &[u8]) -> bool {
 /// The record of a one-click unsubscribe by `subject_id` (verified from the token), at
 /// `now` (ms since the epoch).
 pub fn withdrawal(subject_id: String, now: i64) -> EventRecord {
-    EventRecord {
-        v: SCHEMA_VERSION,
-        event_id: new_event_id(),
-        // No site: the e-mail, not a page, is where the decision was made.
-        site_id: String::new(),
-        received_at: now,
-        event_time: now,
-        client_ts: None,
-        clock_skew_ms: None,
-        time_flags: Vec::new(),
-        visitor: Visitor {
-            kind: VisitorKind::Subject,
-            id: subject_id,
+    subject_marketing_record(
+        subject_id,
+        ConsentAction::Withdrawn,
+        ConsentEvidence {
+            purposes: vec![MARKETING.to_owned()],
+            method: Some(UNSUBSCRIBE_METHOD.to_owned()),
+            ..Default::default()
         },
-        consent: ConsentFlags {
-            analytics: false,
-            marketing: false,
-        },
-        signals: PrivacySignals::default(),
-        geo: Geo::default(),
-        agent: Agent::default(),
-        page: None,
-        payload: Payload::Consent {
-            purposes: [(PURPOSE.to_owned(), ConsentAction::Withdrawn)].into(),
-            evidence: Some(ConsentEvidence {
-                purposes: vec![PURPOSE.to_owned()],
-                method: Some(UNSUBSCRIBE_METHOD.to_owned()),
-                ..Default::default()
-            }),
-        },
-    }
+        now,
+    )
 }
 
 #[cfg(test)]

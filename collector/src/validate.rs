@@ -18,7 +18,6 @@ const MAX_TOPIC_CHARS: usize = 64;
 const MAX_NAME: usize = 64;
 const MAX_PROPS: usize = 25;
 const MAX_PROP_STRING: usize = 256;
-const MAX_EMAIL: usize = 254;
 const MAX_ENGAGED_MS: u64 = 24 * 3600 * 1000;
 const MAX_EVIDENCE_TEXT: usize = 2000;
 /// Purposes a consent can be given for.
@@ -343,17 +342,8 @@ fn topics(raw: Option<&[String]>) -> Result<Vec<String>, Refusal> {
 }
 
 fn email_address(raw: &str) -> Result<String, Refusal> {
-    let email = raw.trim().to_lowercase();
-    let ok = email.len() <= MAX_EMAIL
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && matches!(email.split_once('@'), Some((local, domain))
-            if !local.is_empty() && domain.contains('.') && !domain.contains('@')
-                && !domain.starts_with('.') && !domain.ends_with('.'));
-    if ok {
-        Ok(email)
-    } else {
-        Err(invalid("email", "not an e-mail address"))
-    }
+    spur_schemas::identify::normalized_email(raw)
+        .ok_or_else(|| invalid("email", "not an e-mail address"))
 }
 
 fn short_name(field: &str, raw: Option<&str>) -> Result<Option<String>, Refusal> {

@@ -39,9 +39,6 @@ use crate::error::{Error, Result};
 /// Most addresses one admin request may resolve (413 beyond).
 pub const MAX_EMAILS: usize = 10_000;
 
-/// Longest address accepted (RFC 5321's path limit, as the collector).
-const MAX_EMAIL: usize = 254;
-
 /// What an invalid row says.
 pub const INVALID_EMAIL: &str = "not an e-mail address";
 
@@ -59,15 +56,10 @@ pub struct Resolution {
     pub error: Option<String>,
 }
 
-/// The address trimmed and lower-cased, if it is one (the collector's rule).
+/// The address trimmed and lower-cased, if it is one (the collector's rule,
+/// [`spur_schemas::identify::normalized_email`]).
 pub fn email_address(raw: &str) -> Option<String> {
-    let email = raw.trim().to_lowercase();
-    let ok = email.len() <= MAX_EMAIL
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && matches!(email.split_once('@'), Some((local, domain))
-            if !local.is_empty() && domain.contains('.') && !domain.contains('@')
-                && !domain.starts_with('.') && !domain.ends_with('.'));
-    ok.then_some(email)
+    spur_schemas::identify::normalized_email(raw)
 }
 
 /// The subject id of every address in `emails`, in order. `pseudonym` turns a valid,

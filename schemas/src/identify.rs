@@ -4,6 +4,23 @@
 
 use crate::wire::ConsentEvidence;
 
+/// The longest e-mail address accepted (RFC 5321's path limit).
+pub const MAX_EMAIL: usize = 254;
+
+/// The address trimmed and lower-cased, if it is one: one `@`, a non-empty local
+/// part, a dotted domain, no whitespace or control characters, at most
+/// [`MAX_EMAIL`] bytes. The one rule for the collector (identify events) and for a
+/// mailer's list (`spur subject resolve`), so both find the same subject.
+pub fn normalized_email(raw: &str) -> Option<String> {
+    let email = raw.trim().to_lowercase();
+    let ok = email.len() <= MAX_EMAIL
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(email.split_once('@'), Some((local, domain))
+            if !local.is_empty() && domain.contains('.') && !domain.contains('@')
+                && !domain.starts_with('.') && !domain.ends_with('.'));
+    ok.then_some(email)
+}
+
 /// The purposes consent can be given for.
 pub const PURPOSES: [&str; 2] = ["analytics", "marketing"];
 

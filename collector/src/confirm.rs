@@ -36,7 +36,6 @@ use crate::reply::PAGE_STYLE;
 /// Largest accepted body: the page's form sends `confirm=yes`.
 pub const MAX_BODY_BYTES: usize = 1024;
 
-
 /// Whether the client asked for JSON rather than a page: its `Accept` names
 /// `application/json` and not `text/html` (browsers always name `text/html`).
 pub fn wants_json(accept: Option<&str>) -> bool {

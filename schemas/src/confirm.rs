@@ -33,7 +33,7 @@ use sha2::Sha256;
 
 use crate::record::is_subject_id;
 use crate::secret::Secret;
-use crate::unsubscribe::MIN_KEY_BYTES;
+use crate::unsubscribe::check_link_key;
 
 /// The consent evidence `method` of a confirmation made through the signed link
 /// ([`crate::wire::ConsentEvidence::method`]).
@@ -73,20 +73,7 @@ impl ConfirmConfig {
     /// A key too short to be safe, a URL without a key, or a validity of zero is
     /// refused.
     pub fn validate(&self) -> Result<(), String> {
-        if self
-            .key
-            .as_ref()
-            .is_some_and(|key| key.expose().len() < MIN_KEY_BYTES)
-        {
-            return Err(format!(
-                "confirm.key must be at least {MIN_KEY_BYTES} bytes (e.g. openssl rand -hex 32)"
-            ));
-        }
-        if self.url.is_some() && self.key.is_none() {
-            return Err(
-                "confirm.url needs confirm.key (the key the collector verifies with)".to_owned(),
-            );
-        }
+        check_link_key("confirm", self.key.as_ref(), self.url.as_deref())?;
         if self.valid_for.is_zero() {
             return Err("confirm.valid_for must be longer than zero".to_owned());
         }

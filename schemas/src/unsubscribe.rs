@@ -53,22 +53,7 @@ pub const MIN_KEY_BYTES: usize = 32;
 impl UnsubscribeConfig {
     /// A key too short to be safe, or a URL without a key, is refused.
     pub fn validate(&self) -> Result<(), String> {
-        if self
-            .key
-            .as_ref()
-            .is_some_and(|key| key.expose().len() < MIN_KEY_BYTES)
-        {
-            return Err(format!(
-                "unsubscribe.key must be at least {MIN_KEY_BYTES} bytes (e.g. openssl rand -hex 32)"
-            ));
-        }
-        if self.url.is_some() && self.key.is_none() {
-            return Err(
-                "unsubscribe.url needs unsubscribe.key (the key the collector verifies with)"
-                    .to_owned(),
-            );
-        }
-        Ok(())
+        check_link_key("unsubscribe", self.key.as_ref(), self.url.as_deref())
     }
 
     /// The link for `subject_id`, when a URL and a key are configured.
@@ -78,6 +63,26 @@ impl UnsubscribeConfig {
         let separator = if url.contains('?') { '&' } else { '?' };
         Some(format!("{url}{separator}token={token}"))
     }
+}
+
+/// The checks every signed-link table (`[unsubscribe]`, `[confirm]`) shares: a key
+/// of at least [`MIN_KEY_BYTES`] bytes, and no URL without a key.
+pub(crate) fn check_link_key(
+    table: &str,
+    key: Option<&Secret>,
+    url: Option<&str>,
+) -> Result<(), String> {
+    if key.is_some_and(|key| key.expose().len() < MIN_KEY_BYTES) {
+        return Err(format!(
+            "{table}.key must be at least {MIN_KEY_BYTES} bytes (e.g. openssl rand -hex 32)"
+        ));
+    }
+    if url.is_some() && key.is_none() {
+        return Err(format!(
+            "{table}.url needs {table}.key (the key the collector verifies with)"
+        ));
+    }
+    Ok(())
 }
 
 /// The consent evidence `method` of a withdrawal made by a one-click unsubscribe

@@ -207,6 +207,7 @@ impl Records {
                 title: Some(format!("Product {product} | Shop")),
                 topics: vec!["boots".into(), format!("size-{}", 36 + product % 10)],
             }),
+            redacted: false,
             payload,
         }
     }

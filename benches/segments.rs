@@ -159,6 +159,7 @@ fn event(i: u64, visitors: u64) -> EventRow {
         time_flags: None,
         kafka_partition: (v % 6) as i32,
         kafka_offset: i as i64,
+        redacted: Some(false),
     }
 }
 

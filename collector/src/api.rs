@@ -31,6 +31,7 @@ use crate::ingest::{self, Context, Item};
 use crate::metrics::{Metrics, UNKNOWN_SITE};
 use crate::reply::{self, Body, Rejection, json_response, text_response};
 use crate::salt::DailySalt;
+use crate::scrub::{Redactions, Scrubbers};
 use crate::sink::{SendFailure, Sink};
 use crate::sites::{Site, Sites};
 use crate::tracker::Tracker;
@@ -78,6 +79,7 @@ impl App {
         let rules = Rules {
             max_event_bytes: config.limits.max_event_bytes,
             allowed_query_params: config.privacy.allowed_query_params.clone(),
+            scrub: Scrubbers::new(&config.privacy.scrub, &config.sites).map_err(Error::Config)?,
         };
         let clock = ClockRules {
             skew_tolerance: config.limits.clock_skew_tolerance,
@@ -347,7 +349,7 @@ impl App {
             return Err(Rejection::BrokerUnavailable { retry_after });
         }
         let record = unsubscribe::withdrawal(subject, now_ms());
-        let outgoing = Item::Event(Box::new(record)).to_outgoing();
+        let outgoing = Item::Event(Box::new(record), Redactions::default()).to_outgoing();
         let results = self.sink.send_all(std::slice::from_ref(&outgoing)).await;
         if results.iter().any(Result::is_err) {
             let queue_full = results.iter().any(|r| r == &Err(SendFailure::QueueFull));
@@ -424,7 +426,7 @@ impl App {
             return Err(Rejection::BrokerUnavailable { retry_after });
         }
         let record = confirm::confirmation_record(&confirmation, now_ms());
-        let outgoing = Item::Event(Box::new(record)).to_outgoing();
+        let outgoing = Item::Event(Box::new(record), Redactions::default()).to_outgoing();
         let results = self.sink.send_all(std::slice::from_ref(&outgoing)).await;
         if results.iter().any(Result::is_err) {
             let queue_full = results.iter().any(|r| r == &Err(SendFailure::QueueFull));
@@ -505,7 +507,10 @@ impl App {
         let (mut accepted, mut dead, mut failed) = (0usize, Vec::new(), 0u64);
         for (item, result) in items.iter().zip(&results) {
             match (item, result) {
-                (Item::Event(_), Ok(())) => accepted += 1,
+                (Item::Event(_, redactions), Ok(())) => {
+                    accepted += 1;
+                    self.metrics.redactions(redactions);
+                }
                 (Item::Dead(dl), Ok(())) => {
                     self.metrics.dead_lettered(label, dl.reason, 1);
                     dead.push((dl.index, dl.reason.as_str(), dl.detail.clone()));

@@ -111,6 +111,8 @@ pub struct PrivacyConfig {
     /// day keeps ids stable. The file is overwritten at each rotation, which destroys
     /// the old salt. Without it the salt lives in memory only.
     pub salt_dir: Option<PathBuf>,
+    /// Personal data typed into free text (`[collector.privacy.scrub]`).
+    pub scrub: ScrubConfig,
 }
 
 impl Default for PrivacyConfig {
@@ -119,8 +121,89 @@ impl Default for PrivacyConfig {
             dnt: DntPolicy::default(),
             allowed_query_params: vec!["utm_*".to_owned(), "ref".to_owned()],
             salt_dir: None,
+            scrub: ScrubConfig::default(),
         }
     }
+}
+
+/// What the collector removes from URL paths, kept query values, titles, referrers,
+/// topics, names and property values before anything is produced
+/// ([`crate::scrub`]). Every detector is on by default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubConfig {
+    /// `false` turns scrubbing off entirely (detectors, property names, patterns).
+    pub enabled: bool,
+    /// E-mail addresses → `[email]`.
+    pub email: bool,
+    /// Phone numbers (international, national with trunk prefix, North American) →
+    /// `[phone]`.
+    pub phone: bool,
+    /// IBANs (country length and mod-97 check) → `[iban]`.
+    pub iban: bool,
+    /// Payment card numbers (issuer prefix and length, Luhn check) → `[card]`.
+    pub card: bool,
+    /// Replace whole path segments that are identifiers (at least `id_min_digits`
+    /// digits, UUIDs, hex tokens of 24+ characters) by `[id]`. Off by default: a
+    /// product or article id in a path is rarely personal, an order or account id is.
+    pub path_ids: bool,
+    /// Digits from which an all-digit path segment counts as an identifier.
+    pub id_min_digits: usize,
+    /// Further property names dropped whole, beside the built-in ones (`email`,
+    /// `phone`, `first_name`, `address`, `iban`, `password`, …). Compared without
+    /// case, `_`, `-`, `.` or spaces.
+    pub drop_props: Vec<String>,
+    /// Property names exempt from the name rule (their values are still scanned).
+    pub keep_props: Vec<String>,
+    /// The site's own patterns: each match is replaced by `[<name>]`.
+    pub patterns: Vec<ScrubPattern>,
+    /// Per-site overrides, by site id: unset fields inherit the global value; lists
+    /// are added to the global ones.
+    pub sites: std::collections::BTreeMap<String, ScrubOverride>,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            email: true,
+            phone: true,
+            iban: true,
+            card: true,
+            path_ids: false,
+            id_min_digits: 6,
+            drop_props: Vec::new(),
+            keep_props: Vec::new(),
+            patterns: Vec::new(),
+            sites: Default::default(),
+        }
+    }
+}
+
+/// A site's own pattern: a regular expression (Rust `regex` syntax) and the name
+/// its marker shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrubPattern {
+    /// 1 to 32 of `[a-z0-9_]`; matches become `[<name>]`.
+    pub name: String,
+    pub regex: String,
+}
+
+/// One site's differences from the global `[collector.privacy.scrub]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubOverride {
+    pub enabled: Option<bool>,
+    pub email: Option<bool>,
+    pub phone: Option<bool>,
+    pub iban: Option<bool>,
+    pub card: Option<bool>,
+    pub path_ids: Option<bool>,
+    pub id_min_digits: Option<usize>,
+    pub drop_props: Vec<String>,
+    pub keep_props: Vec<String>,
+    pub patterns: Vec<ScrubPattern>,
 }
 
 /// Bounds on what one client may send.

@@ -21,6 +21,7 @@ use spur_schemas::wire::{ConsentAction, ConsentEvidence, ConsentFlags};
 
 use crate::clock::{self, ClockRules};
 use crate::config::DntPolicy;
+use crate::scrub::Redactions;
 use crate::sink::{Dest, Outgoing};
 use crate::sites::Site;
 use crate::validate::{self, Refusal, Rules};
@@ -78,14 +79,15 @@ pub struct Context<'a> {
 /// One event's fate.
 #[derive(Debug, Clone)]
 pub enum Item {
-    Event(Box<EventRecord>),
+    /// Accepted, with what was scrubbed from it.
+    Event(Box<EventRecord>, Redactions),
     Dead(DeadLetter),
 }
 
 impl Item {
     pub fn to_outgoing(&self) -> Outgoing {
         match self {
-            Item::Event(record) => Outgoing {
+            Item::Event(record, _) => Outgoing {
                 dest: Dest::Events,
                 key: record_key(&record.site_id, &record.visitor.id),
                 payload: serde_json::to_vec(record).expect("records serialise"),
@@ -100,7 +102,7 @@ impl Item {
 
     pub fn dead_letter_reason(&self) -> Option<ReasonCode> {
         match self {
-            Item::Event(_) => None,
+            Item::Event(..) => None,
             Item::Dead(dl) => Some(dl.reason),
         }
     }
@@ -154,7 +156,8 @@ pub fn build(
                         ev.ts.as_ref(),
                         clock_rules,
                     );
-                    Item::Event(Box::new(EventRecord {
+                    let redactions = ev.redactions;
+                    let record = EventRecord {
                         v: SCHEMA_VERSION,
                         event_id: ev.id.unwrap_or_else(new_event_id),
                         site_id: ctx.site.id.clone(),
@@ -169,8 +172,10 @@ pub fn build(
                         geo: ctx.geo.clone(),
                         agent: ctx.agent.clone(),
                         page: ev.page,
+                        redacted: !redactions.is_empty(),
                         payload: ev.payload,
-                    }))
+                    };
+                    Item::Event(Box::new(record), redactions)
                 }
                 Err(refusal) => Item::Dead(DeadLetter {
                     v: SCHEMA_VERSION,
@@ -221,6 +226,7 @@ pub fn subject_marketing_record(
         geo: Geo::default(),
         agent: Agent::default(),
         page: None,
+        redacted: false,
         payload: Payload::Consent {
             purposes: [(MARKETING.to_owned(), action)].into(),
             evidence: Some(evidence),
@@ -310,6 +316,7 @@ mod tests {
         let rules = Rules {
             max_event_bytes: 4096,
             allowed_query_params: vec![],
+            scrub: Default::default(),
         };
         let clock_rules = ClockRules {
             skew_tolerance: Duration::from_secs(60),
@@ -319,7 +326,7 @@ mod tests {
             items
                 .iter()
                 .map(|i| match i {
-                    Item::Event(r) => Some(r.visitor.kind),
+                    Item::Event(r, _) => Some(r.visitor.kind),
                     Item::Dead(_) => None,
                 })
                 .collect()
@@ -348,7 +355,7 @@ mod tests {
             ]
         );
         match &with[0] {
-            Item::Event(r) => assert_eq!(r.event_id.len(), 32),
+            Item::Event(r, _) => assert_eq!(r.event_id.len(), 32),
             Item::Dead(_) => panic!("accepted"),
         }
     }
@@ -373,6 +380,7 @@ mod tests {
         let rules = Rules {
             max_event_bytes: 4096,
             allowed_query_params: vec![],
+            scrub: Default::default(),
         };
         let clock_rules = ClockRules {
             skew_tolerance: Duration::from_secs(60),
@@ -403,7 +411,7 @@ mod tests {
                     .iter()
                     .map(|i| match i {
                         Item::Dead(dl) => dl,
-                        Item::Event(r) => panic!("{bad:?} accepted as {:?}", r.visitor),
+                        Item::Event(r, _) => panic!("{bad:?} accepted as {:?}", r.visitor),
                     })
                     .collect();
                 assert_eq!(dead[0].reason, ReasonCode::InvalidVisitorId, "{bad:?}");
@@ -426,14 +434,14 @@ mod tests {
         // No id at all: the cookieless id, as before analytics consent.
         let none = build_with(None, false);
         assert!(
-            matches!(&none[0], Item::Event(r) if r.visitor.kind == VisitorKind::Cookieless
+            matches!(&none[0], Item::Event(r, _) if r.visitor.kind == VisitorKind::Cookieless
                 && r.visitor.id == "c".repeat(32))
         );
         // The bounds themselves are fine.
         for good in ["12345678", &"v".repeat(64)[..]] {
             let items = build_with(Some(good), true);
             assert!(
-                matches!(&items[0], Item::Event(r) if r.visitor.kind == VisitorKind::Persistent
+                matches!(&items[0], Item::Event(r, _) if r.visitor.kind == VisitorKind::Persistent
                     && r.visitor.id == good),
                 "{good}"
             );

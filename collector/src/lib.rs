@@ -3,7 +3,8 @@
 //! events to Kafka, answering 2xx only once the broker has acknowledged them.
 //!
 //! Map: [`server`] runs the loop and [`api`] routes requests; [`ingest`] is the pure
-//! core (consent, visitor id, record assembly) over [`validate`] and [`clock`];
+//! core (consent, visitor id, record assembly) over [`validate`], [`scrub`] (personal
+//! data in free text) and [`clock`];
 //! [`geo`], [`agent`], [`salt`] and [`client_ip`] enrich; [`sink`] talks to Kafka;
 //! [`reply`] maps every refusal to HTTP; [`metrics`] keeps the accounting;
 //! [`unsubscribe`] is the one-click unsubscribe (RFC 8058) of marketing e-mails and
@@ -22,6 +23,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod reply;
 pub mod salt;
+pub mod scrub;
 pub mod server;
 pub mod sink;
 pub mod sites;

@@ -19,6 +19,7 @@ pub const REQUESTS: &str = "spur_collector_requests_total";
 pub const REQUEST_DURATION: &str = "spur_collector_request_duration_seconds";
 pub const BROKER_UP: &str = "spur_collector_broker_up";
 pub const OPEN_CONNECTIONS: &str = "spur_collector_open_connections";
+pub const REDACTIONS: &str = "spur_collector_redactions_total";
 
 /// The label value used for site ids that are not registered.
 pub const UNKNOWN_SITE: &str = "unknown";
@@ -72,6 +73,10 @@ impl Metrics {
             );
             metrics::describe_gauge!(BROKER_UP, "1 when the broker answered the last probe.");
             metrics::describe_gauge!(OPEN_CONNECTIONS, "Open client connections.");
+            metrics::describe_counter!(
+                REDACTIONS,
+                "Personal data replaced in accepted events' free text, by field and kind."
+            );
         });
     }
 
@@ -101,6 +106,17 @@ impl Metrics {
             vec![Label::new("site", site.to_owned())],
             n,
         );
+    }
+
+    /// What was scrubbed from one accepted event.
+    pub fn redactions(&self, redactions: &crate::scrub::Redactions) {
+        for (field, kind, n) in redactions.iter() {
+            let labels = vec![
+                Label::new("field", field.as_str()),
+                Label::new("kind", kind.as_str()),
+            ];
+            self.counter(REDACTIONS, labels, n);
+        }
     }
 
     pub fn dead_lettered(&self, site: &str, reason: ReasonCode, n: u64) {

@@ -2,6 +2,7 @@
 //! or a refusal with a [`ReasonCode`]. Refusal details name a field and an error class,
 //! never a value, because they end up on the dead-letter topic.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -9,6 +10,7 @@ use spur_schemas::ReasonCode;
 use spur_schemas::record::{EventType, Page, Payload};
 use spur_schemas::wire::{ConsentEvidence, WireEvent};
 
+use crate::scrub::{Field, Redactions, Scrubber, Scrubbers};
 use crate::sites::Site;
 
 const MAX_URL: usize = 2048;
@@ -82,6 +84,8 @@ pub struct ValidEvent {
     pub ts: Option<serde_json::Number>,
     pub page: Option<Page>,
     pub payload: Payload,
+    /// What [`crate::scrub`] replaced in the event's free text.
+    pub redactions: Redactions,
 }
 
 /// Rules that come from configuration.
@@ -89,6 +93,8 @@ pub struct ValidEvent {
 pub struct Rules {
     pub max_event_bytes: usize,
     pub allowed_query_params: Vec<String>,
+    /// Each site's scrubbing of personal data in free text.
+    pub scrub: Scrubbers,
 }
 
 /// Whether `id` is acceptable as a client-chosen id (event or visitor): 8 to 64 of
@@ -172,14 +178,20 @@ pub fn validate(raw: &[u8], site: &Site, rules: &Rules) -> Result<ValidEvent, Re
             None,
         ));
     };
-    validate_typed(wire, kind, site, rules)
-        .map_err(|r| with_id(r, &id, Some(kind)))
-        .map(|(page, payload, ts)| ValidEvent {
-            id,
-            ts,
-            page,
-            payload,
-        })
+    let mut redactions = Redactions::default();
+    let scrub = Scrub {
+        scrubber: rules.scrub.for_site(&site.id),
+        tally: &mut redactions,
+    };
+    let (page, payload, ts) =
+        validate_typed(wire, kind, site, rules, scrub).map_err(|r| with_id(r, &id, Some(kind)))?;
+    Ok(ValidEvent {
+        id,
+        ts,
+        page,
+        payload,
+        redactions,
+    })
 }
 
 fn with_id(mut r: Refusal, id: &Option<String>, kind: Option<EventType>) -> Refusal {
@@ -198,15 +210,28 @@ fn invalid(field: &str, why: &str) -> Refusal {
 
 type Typed = (Option<Page>, Payload, Option<serde_json::Number>);
 
+/// A site's scrubber and the tally of one event.
+struct Scrub<'a> {
+    scrubber: &'a Scrubber,
+    tally: &'a mut Redactions,
+}
+
+impl Scrub<'_> {
+    fn text(&mut self, text: &str, field: Field) -> String {
+        self.scrubber.text(text, field, self.tally).into_owned()
+    }
+}
+
 fn validate_typed(
     wire: WireEvent,
     kind: EventType,
     site: &Site,
     rules: &Rules,
+    mut scrub: Scrub<'_>,
 ) -> Result<Typed, Refusal> {
     let needs_page = matches!(kind, EventType::Pageview | EventType::Engagement);
     let page = match wire.url.as_deref() {
-        Some(url) => Some(page(url, &wire, site, rules)?),
+        Some(url) => Some(page(url, &wire, site, rules, &mut scrub)?),
         None if needs_page => return Err(missing("url")),
         None => None,
     };
@@ -231,7 +256,8 @@ fn validate_typed(
             let email = wire.email.as_deref().ok_or_else(|| missing("email"))?;
             Payload::Identify {
                 email: email_address(email)?,
-                form: short_name("form", wire.form.as_deref())?,
+                form: short_name("form", wire.form.as_deref())?
+                    .map(|form| scrub.text(&form, Field::Name)),
                 evidence: evidence(wire.evidence)?,
             }
         }
@@ -250,16 +276,24 @@ fn validate_typed(
         }
         EventType::Custom => {
             let name = short_name("name", wire.name.as_deref())?.ok_or_else(|| missing("name"))?;
+            let mut props = props(wire.props.unwrap_or_default())?;
+            scrub.scrubber.props(&mut props, scrub.tally);
             Payload::Custom {
-                name,
-                props: props(wire.props.unwrap_or_default())?,
+                name: scrub.text(&name, Field::Name),
+                props,
             }
         }
     };
     Ok((page, payload, wire.ts))
 }
 
-fn page(raw: &str, wire: &WireEvent, site: &Site, rules: &Rules) -> Result<Page, Refusal> {
+fn page(
+    raw: &str,
+    wire: &WireEvent,
+    site: &Site,
+    rules: &Rules,
+    scrub: &mut Scrub<'_>,
+) -> Result<Page, Refusal> {
     if raw.len() > MAX_URL {
         return Err(invalid("url", "too long"));
     }
@@ -277,7 +311,7 @@ fn page(raw: &str, wire: &WireEvent, site: &Site, rules: &Rules) -> Result<Page,
     let kept: Vec<(String, String)> = url
         .query_pairs()
         .filter(|(k, _)| query_param_allowed(k, &rules.allowed_query_params))
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .map(|(k, v)| (k.into_owned(), scrub.text(&v, Field::Query)))
         .collect();
     url.set_fragment(None);
     url.set_query(None);
@@ -286,16 +320,28 @@ fn page(raw: &str, wire: &WireEvent, site: &Site, rules: &Rules) -> Result<Page,
     }
     let _ = url.set_username("");
     let _ = url.set_password(None);
-    let topics = topics(wire.topics.as_deref())?;
+    if let Cow::Owned(path) = scrub.scrubber.path(url.path(), Field::Path, scrub.tally) {
+        url.set_path(&path);
+    }
+    let mut topics = topics(wire.topics.as_deref())?;
+    for topic in &mut topics {
+        if let Cow::Owned(clean) = scrub.scrubber.text(topic, Field::Topics, scrub.tally) {
+            *topic = clean;
+        }
+    }
     Ok(Page {
         path: url.path().to_owned(),
         url: url.to_string(),
         host,
-        referrer: wire.referrer.as_deref().and_then(referrer),
-        title: wire
-            .title
-            .as_deref()
-            .map(|t| t.chars().take(MAX_TITLE_CHARS).collect()),
+        referrer: wire.referrer.as_deref().and_then(|r| referrer(r, scrub)),
+        // Scrubbed before it is cut, so that a cut cannot hide half an address.
+        title: wire.title.as_deref().map(|t| {
+            scrub
+                .text(t, Field::Title)
+                .chars()
+                .take(MAX_TITLE_CHARS)
+                .collect()
+        }),
         topics,
     })
 }
@@ -307,18 +353,17 @@ fn query_param_allowed(key: &str, allowed: &[String]) -> bool {
     })
 }
 
-/// A referrer reduced to scheme, host and path; anything unparseable is dropped.
-fn referrer(raw: &str) -> Option<String> {
+/// A referrer reduced to scheme, host and scrubbed path; anything unparseable is
+/// dropped.
+fn referrer(raw: &str, scrub: &mut Scrub<'_>) -> Option<String> {
     let url = url::Url::parse(raw).ok()?;
     if !matches!(url.scheme(), "http" | "https") || raw.len() > MAX_URL {
         return None;
     }
-    Some(format!(
-        "{}://{}{}",
-        url.scheme(),
-        url.host_str()?,
-        url.path()
-    ))
+    let path = scrub
+        .scrubber
+        .path(url.path(), Field::Referrer, scrub.tally);
+    Some(format!("{}://{}{path}", url.scheme(), url.host_str()?))
 }
 
 /// Topics trimmed and lower-cased; empty entries (from `"a,,b"` in a meta tag) are
@@ -425,6 +470,7 @@ mod tests {
         Rules {
             max_event_bytes: 1024,
             allowed_query_params: vec!["utm_*".into()],
+            scrub: Scrubbers::default(),
         }
     }
 
@@ -564,5 +610,60 @@ mod tests {
                 serde_json::json!({"purposes": ["marketing"], "text": "Send me news"})
             );
         }
+    }
+
+    /// The issue's example: personal data in the URL path, title, referrer and
+    /// properties is replaced by markers; the events are kept.
+    #[test]
+    fn scrubs_personal_data_from_free_text() {
+        let ev = check(
+            r#"{"type":"pageview","url":"https://shop.example/account/alice@example.com/orders?utm_term=alice%40example.com",
+                "title":"Welcome back, alice@example.com | call +49 170 5550123",
+                "referrer":"https://webmail.example/u/alice@example.com/inbox?x=1",
+                "topics":["Account"]}"#,
+        )
+        .expect("valid");
+        let page = ev.page.expect("page");
+        assert_eq!(page.path, "/account/[email]/orders");
+        assert_eq!(
+            page.url,
+            "https://shop.example/account/[email]/orders?utm_term=%5Bemail%5D"
+        );
+        assert_eq!(
+            page.title.as_deref(),
+            Some("Welcome back, [email] | call [phone]")
+        );
+        assert_eq!(
+            page.referrer.as_deref(),
+            Some("https://webmail.example/u/[email]/inbox")
+        );
+        let r = ev.redactions;
+        assert_eq!(r.count(Field::Path, crate::scrub::Kind::Email), 1);
+        assert_eq!(r.count(Field::Query, crate::scrub::Kind::Email), 1);
+        assert_eq!(r.count(Field::Referrer, crate::scrub::Kind::Email), 1);
+        assert_eq!(r.count(Field::Title, crate::scrub::Kind::Phone), 1);
+
+        let ev = check(
+            r#"{"type":"custom","name":"purchase","props":{"contact":"alice@example.com",
+                "iban":"DE89 3704 0044 0532 0130 00","note":"card 4111 1111 1111 1111","value":42}}"#,
+        )
+        .expect("valid");
+        match ev.payload {
+            Payload::Custom { name, props } => {
+                assert_eq!(name, "purchase");
+                assert_eq!(
+                    serde_json::to_value(&props).expect("json"),
+                    serde_json::json!({"contact": "[email]", "note": "card [card]", "value": 42})
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!ev.redactions.is_empty());
+
+        // A clean event has nothing to report.
+        let ev =
+            check(r#"{"type":"pageview","url":"https://shop.example/p/4711","title":"Boots"}"#)
+                .expect("valid");
+        assert!(ev.redactions.is_empty());
     }
 }

@@ -63,6 +63,9 @@ pub struct EventRow {
     pub time_flags: Option<String>,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
+    /// Whether the collector replaced personal data in the event's free text by a
+    /// marker (`[email]`, …); `None` for rows written before scrubbing existed.
+    pub redacted: Option<bool>,
 }
 
 /// One closed session.

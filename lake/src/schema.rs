@@ -84,6 +84,9 @@ static EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("time_flags", true),
         Field::new("kafka_partition", DataType::Int32, false),
         Field::new("kafka_offset", DataType::Int64, false),
+        // Added after the first release: nullable, and last, so that older tables
+        // gain it by schema evolution (`table::open`).
+        Field::new("redacted", DataType::Boolean, true),
     ]))
 });
 
@@ -278,6 +281,7 @@ pub fn events_batch(rows: &[EventRow]) -> Result<RecordBatch> {
         opt_utf8(rows, |r| r.time_flags.as_deref()),
         int32(rows, |r| Some(r.kafka_partition)),
         int64(rows, |r| Some(r.kafka_offset)),
+        opt_boolean(rows, |r| r.redacted),
     ];
     Ok(RecordBatch::try_new(events_schema(), columns)?)
 }
@@ -398,6 +402,14 @@ fn boolean<T>(rows: &[T], get: impl Fn(&T) -> bool) -> ArrayRef {
 }
 
 /// Int32 column; `None` is a null (only nullable columns ever pass one).
+fn opt_boolean<T>(rows: &[T], get: impl Fn(&T) -> Option<bool>) -> ArrayRef {
+    let mut b = BooleanBuilder::with_capacity(rows.len());
+    for r in rows {
+        b.append_option(get(r));
+    }
+    Arc::new(b.finish())
+}
+
 fn int32<T>(rows: &[T], get: impl Fn(&T) -> Option<i32>) -> ArrayRef {
     let mut builder = Int32Builder::with_capacity(rows.len());
     for row in rows {
@@ -516,6 +528,7 @@ pub(crate) mod fixtures {
             time_flags: None,
             kafka_partition: 0,
             kafka_offset: n,
+            redacted: Some(n % 2 == 0),
         }
     }
 
@@ -609,6 +622,7 @@ mod tests {
             "time_flags",
             "kafka_partition",
             "kafka_offset",
+            "redacted",
         ];
         assert_eq!(names, expected);
     }

@@ -503,8 +503,54 @@ async fn open_or_create(
         }
     }
     table.load().await?;
+    let table = evolve(table, kind).await?;
     check_layout(&table, kind)?;
     Ok(table)
+}
+
+/// Adds the columns this code appended to a table's schema after the table was
+/// created: nullable and last, so older rows read as `NULL` and no file is rewritten
+/// (one metadata commit). Any other difference is left to [`check_layout`] to refuse.
+/// When several processes upgrade at once, the losers reload the winner's schema.
+async fn evolve(table: DeltaTable, kind: TableKind) -> Result<DeltaTable> {
+    let found: Vec<String> = table
+        .snapshot()?
+        .schema()
+        .fields()
+        .map(|f| f.name().to_owned())
+        .collect();
+    let expected = kind.schema();
+    let fields = expected.fields();
+    let is_prefix =
+        found.len() < fields.len() && fields.iter().zip(&found).all(|(e, f)| e.name() == f);
+    let missing = &fields[found.len().min(fields.len())..];
+    if !is_prefix || missing.iter().any(|f| !f.is_nullable()) {
+        return Ok(table);
+    }
+    let added: StructType =
+        (&datafusion::arrow::datatypes::Schema::new(missing.to_vec())).try_into_kernel()?;
+    let names: Vec<&str> = missing.iter().map(|f| f.name().as_str()).collect();
+    match table
+        .clone()
+        .add_columns()
+        .with_fields(added.fields().cloned().collect::<Vec<_>>())
+        .await
+    {
+        Ok(evolved) => {
+            info!(table = %kind, columns = ?names, "added columns to lake table");
+            Ok(evolved)
+        }
+        Err(err) => {
+            let mut reloaded = table;
+            reloaded.load().await?;
+            if reloaded.snapshot()?.schema().fields().count() == fields.len() {
+                debug!(table = %kind, error = %err, "columns added concurrently");
+                Ok(reloaded)
+            } else {
+                Err(err.into())
+            }
+        }
+    }
 }
 
 async fn create(table: &DeltaTable, kind: TableKind) -> Result<DeltaTable> {

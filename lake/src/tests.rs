@@ -772,3 +772,59 @@ async fn scores_runs_append_one_commit_each_and_the_latest_is_selectable() -> Re
     );
     Ok(())
 }
+
+/// A lake written before a column was appended to `events` (here: `redacted`) opens
+/// with the column added, old rows reading `NULL`, and takes new rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_adds_appended_columns_to_an_older_table() -> Result<()> {
+    use crate::schema::{PARTITION_COLUMN, events_schema};
+    use datafusion::arrow::datatypes::Schema;
+    use deltalake::kernel::StructType;
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+
+    let dir = tempfile::tempdir()?;
+    let location = dir.path().join("events");
+    fs::create_dir_all(&location)?;
+    let full = events_schema();
+    let old_fields = full.fields()[..full.fields().len() - 1].to_vec();
+    let old_schema = std::sync::Arc::new(Schema::new(old_fields));
+    let kernel: StructType = old_schema.as_ref().try_into_kernel()?;
+    let url = deltalake::ensure_table_uri(location.to_str().context("utf-8")?)?;
+    let table = deltalake::DeltaTableBuilder::from_url(url)?.build()?;
+    let table = table
+        .create()
+        .with_table_name("events")
+        .with_columns(kernel.fields().cloned())
+        .with_partition_columns([PARTITION_COLUMN])
+        .await?;
+    let batch = events_batch(&events(0, 3))?;
+    let old_batch = batch.project(&(0..batch.num_columns() - 1).collect::<Vec<_>>())?;
+    let old_batch = RecordBatch::try_new(old_schema, old_batch.columns().to_vec())?;
+    table.write([old_batch]).await?;
+
+    let mut lake = Lake::open(&root(&dir)?).await?;
+    let columns: Vec<String> = lake
+        .table(TableKind::Events)
+        .snapshot()?
+        .schema()
+        .fields()
+        .map(|f| f.name().to_owned())
+        .collect();
+    assert_eq!(columns.last().map(String::as_str), Some("redacted"));
+    lake.append(TableKind::Events, events_batch(&events(1, 2))?, &[])
+        .await?;
+    let lake = Lake::open(&root(&dir)?).await?;
+    assert_eq!(
+        count(&lake, "SELECT COUNT(*) FROM events WHERE redacted IS NULL").await?,
+        3
+    );
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT COUNT(*) FROM events WHERE redacted IS NOT NULL"
+        )
+        .await?,
+        2
+    );
+    Ok(())
+}

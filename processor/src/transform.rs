@@ -151,6 +151,7 @@ pub fn to_row(record: EventRecord, keys: &KeyRing, partition: i32, offset: i64) 
         }),
         kafka_partition: partition,
         kafka_offset: offset,
+        redacted: Some(record.redacted),
     };
     match record.payload {
         Payload::Pageview => {}
@@ -222,6 +223,7 @@ mod tests {
             geo: Geo::default(),
             agent: Agent::default(),
             page: None,
+            redacted: false,
             payload: Payload::Consent {
                 purposes: [("marketing".to_owned(), ConsentAction::Withdrawn)].into(),
                 evidence: Some(ConsentEvidence {

@@ -78,6 +78,10 @@ pub struct EventRecord {
     pub agent: Agent,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<Page>,
+    /// Whether the collector replaced personal data in the event's free text by a
+    /// marker (`[email]`, `[phone]`, `[iban]`, `[card]`, …); never what it was.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
     #[serde(flatten)]
     pub payload: Payload,
 }
@@ -254,6 +258,7 @@ mod tests {
             },
             agent: Agent::default(),
             page: None,
+            redacted: false,
             payload,
         }
     }

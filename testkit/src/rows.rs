@@ -67,6 +67,7 @@ pub fn event(day: i64, n: i64) -> EventRow {
         time_flags: None,
         kafka_partition: 0,
         kafka_offset: day * 100 + n,
+        redacted: Some(false),
     }
 }
 

@@ -86,6 +86,7 @@ fn check_batch(body: &[u8]) {
             let rules = Rules {
                 max_event_bytes: 2048,
                 allowed_query_params: vec!["utm_*".into()],
+                scrub: Default::default(),
             };
             let clock = ClockRules {
                 skew_tolerance: Duration::from_secs(120),
@@ -96,7 +97,7 @@ fn check_batch(body: &[u8]) {
             for item in &items {
                 let out = item.to_outgoing();
                 assert!(serde_json::from_slice::<Value>(&out.payload).is_ok());
-                if let ingest::Item::Event(record) = item {
+                if let ingest::Item::Event(record, _) = item {
                     assert!(record.event_time <= ctx.received_at);
                 }
             }

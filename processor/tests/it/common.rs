@@ -304,6 +304,7 @@ pub fn record(id: &str, visitor: &str, minute: i64, payload: Payload) -> EventRe
             title: None,
             topics: vec!["boots".into()],
         }),
+        redacted: false,
         payload,
     }
 }

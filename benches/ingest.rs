@@ -39,10 +39,20 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const INTRO: &str = "\
 POST /v1/batch per target and scenario: 1 event per request, then batches of 20 events.
 baseline: a bare hyper HTTP/1 server that reads the body and answers 202 {\"ok\":true}, i.e.
-          HTTP and load-generator cost only. collector: validation, enrichment, Kafka produce
-          (acks=all), 202 once the broker acknowledged. Everything shares this process's CPUs.
+          HTTP and load-generator cost only. collector: validation, scrubbing of personal
+          data, enrichment, Kafka produce (acks=all), 202 once the broker acknowledged.
+          no-scrub: the same collector with [collector.privacy.scrub] enabled = false.
+          Everything shares this process's CPUs.
 req/s and events/s count 2xx answers in the measured window; latency covers every answer
 in it; non-2xx and errors (transport failures, timeouts) cover the whole run.";
+/// A realistic page: digits in the path and title (sizes, prices, an order number),
+/// so the scrubber has to look, but no personal data.
+const URL: &str = "https://bench.example/products/winter-boots-4711?utm_source=newsletter";
+const TITLE: &str = "Winter boots, size 42 - now 89,99 EUR (was 119,00) | Order 100234 | Bench Shop";
+/// The same page as a site that leaks: an address in the path, a phone number in the
+/// title.
+const LEAKY_URL: &str = "https://bench.example/account/alice@example.com/orders";
+const LEAKY_TITLE: &str = "Welcome back, alice@example.com | call +49 170 5550123 | Bench Shop";
 const COLUMNS: &str = "target     scenario        req/s   events/s   p50 ms   p90 ms   p99 ms   max ms  non-2xx  errors";
 const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
     (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
@@ -93,7 +103,7 @@ fn batch_body(tag: usize, conn: usize, seq: &mut u64, n: usize) -> String {
         let sep = if i == 0 { "" } else { "," };
         let _ = write!(
             body,
-            r#"{sep}{{"type":"pageview","id":"evt{tag:03}-{conn:03}-{seq}","ts":{now},"url":"https://bench.example/p/123","title":"t","topics":["a"]}}"#,
+            r#"{sep}{{"type":"pageview","id":"evt{tag:03}-{conn:03}-{seq}","ts":{now},"url":"{URL}","title":"{TITLE}","topics":["boots","sale"]}}"#,
             seq = *seq
         );
     }
@@ -322,33 +332,12 @@ async fn bench(brokers: String, mock: bool, conns: usize, measure: Duration) -> 
         shutdown_grace: Duration::from_secs(5),
         ..spur_collector::Config::default()
     };
-    let kafka = KafkaSettings {
-        brokers: brokers.clone(),
-        ..KafkaSettings::default()
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let collector_addr = listener.local_addr()?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let collector = tokio::spawn(spur_collector::run(config, kafka, listener, async move {
-        let _ = stop_rx.await;
-    }));
-    let ready_by = Instant::now() + Duration::from_secs(30);
-    while !matches!(
-        get(collector_addr, "/readyz").await,
-        Ok((StatusCode::OK, _))
-    ) {
-        if collector.is_finished() {
-            bail!(
-                "the collector stopped before becoming ready: {:?}",
-                collector.await
-            );
-        }
-        if Instant::now() > ready_by {
-            bail!("the collector was not ready within 30 s (broker {brokers})");
-        }
-        sleep(Duration::from_millis(100)).await;
-    }
+    let config_template = config.clone();
+    let (collector_addr, stop_tx, collector) = start_collector(config, &brokers).await?;
     let (baseline_addr, baseline_task) = baseline().await?;
+    let mut unscrubbed_config = config_template.clone();
+    unscrubbed_config.privacy.scrub.enabled = false;
+    let (plain_addr, plain_stop, plain) = start_collector(unscrubbed_config, &brokers).await?;
 
     let broker = if mock {
         "librdkafka mock cluster, 1 broker"
@@ -361,26 +350,87 @@ async fn bench(brokers: String, mock: bool, conns: usize, measure: Duration) -> 
     );
     println!("broker:   {brokers} ({broker})\n{INTRO}\n\n{COLUMNS}");
     let mut acked = 0;
-    for (scenario, events) in [("1 event", 1), ("20 events", 20)] {
-        for (target, addr) in [("baseline", baseline_addr), ("collector", collector_addr)] {
-            let tag = events * 10 + usize::from(target == "collector");
+    let (mut acked_plain, mut eps) = (0, [[0.0; 3]; 2]);
+    for (row, (scenario, events)) in [("1 event", 1), ("20 events", 20)].into_iter().enumerate() {
+        let targets = [
+            ("baseline", baseline_addr),
+            ("collector", collector_addr),
+            ("no-scrub", plain_addr),
+        ];
+        for (column, (target, addr)) in targets.into_iter().enumerate() {
+            let tag = events * 10 + column;
             let t = load(Run::new(addr, tag, events, measure), conns).await?;
-            if target == "collector" {
-                acked += t.acked_events;
+            match target {
+                "collector" => acked += t.acked_events,
+                "no-scrub" => acked_plain += t.acked_events,
+                _ => {}
             }
+            eps[row][column] = t.ok_events as f64 / measure.as_secs_f64();
             print_row(target, scenario, measure, t);
         }
     }
     baseline_task.abort();
+    for (row, scenario) in ["1 event", "20 events"].into_iter().enumerate() {
+        let [_, scrubbed, plain] = eps[row];
+        println!(
+            "scrubbing, {scenario}: collector {scrubbed:.0} events/s vs no-scrub {plain:.0} ({:+.1} %)",
+            (scrubbed / plain - 1.0) * 100.0
+        );
+    }
 
     println!();
-    let (status, metrics) = get(collector_addr, "/metrics").await?;
+    check_accounting(collector_addr, "collector", acked).await?;
+    check_accounting(plain_addr, "no-scrub", acked_plain).await?;
+    stop(stop_tx, collector).await;
+    stop(plain_stop, plain).await;
+    println!();
+    core_costs()?;
+    println!("peak RSS (VmHWM) of the process: {}", peak_rss());
+    Ok(())
+}
+
+type Collector = tokio::task::JoinHandle<spur_collector::Result<()>>;
+
+/// Starts a collector on a free port and waits until it is ready.
+async fn start_collector(
+    config: spur_collector::Config,
+    brokers: &str,
+) -> Result<(SocketAddr, tokio::sync::oneshot::Sender<()>, Collector)> {
+    let kafka = KafkaSettings {
+        brokers: brokers.to_owned(),
+        ..KafkaSettings::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let collector = tokio::spawn(spur_collector::run(config, kafka, listener, async move {
+        let _ = stop_rx.await;
+    }));
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while !matches!(get(addr, "/readyz").await, Ok((StatusCode::OK, _))) {
+        if collector.is_finished() {
+            bail!(
+                "the collector stopped before becoming ready: {:?}",
+                collector.await
+            );
+        }
+        if Instant::now() > ready_by {
+            bail!("the collector was not ready within 30 s (broker {brokers})");
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    Ok((addr, stop_tx, collector))
+}
+
+/// The collector's accepted counter against what the load generator saw acknowledged.
+async fn check_accounting(addr: SocketAddr, target: &str, acked: u64) -> Result<()> {
+    let (status, metrics) = get(addr, "/metrics").await?;
     if status != StatusCode::OK {
         bail!("GET /metrics answered {status}");
     }
     let accepted = counter(&metrics, EVENTS_ACCEPTED);
     println!(
-        "{EVENTS_ACCEPTED}{{site=\"bench\"}} = {accepted}; events acknowledged to the load generator = {acked}"
+        "{target}: {EVENTS_ACCEPTED}{{site=\"bench\"}} = {accepted}; events acknowledged to the load generator = {acked}"
     );
     if accepted != acked {
         println!(
@@ -394,6 +444,10 @@ async fn bench(brokers: String, mock: bool, conns: usize, measure: Duration) -> 
             println!("  {line}");
         }
     }
+    Ok(())
+}
+
+async fn stop(stop_tx: tokio::sync::oneshot::Sender<()>, collector: Collector) {
     let _ = stop_tx.send(());
     match timeout(Duration::from_secs(15), collector).await {
         Ok(Ok(Ok(()))) => {}
@@ -401,6 +455,68 @@ async fn bench(brokers: String, mock: bool, conns: usize, measure: Duration) -> 
         Ok(Err(e)) => println!("WARNING: the collector task failed: {e}"),
         Err(_) => println!("WARNING: the collector did not stop within 15 s"),
     }
-    println!("peak RSS (VmHWM) of the process: {}", peak_rss());
+}
+
+/// The pure core alone, one thread, no HTTP or Kafka: `validate` (decoding, checks,
+/// URL stripping, scrubbing) of one event, with scrubbing on and off, for a clean
+/// page and for one that leaks an address and a phone number.
+fn core_costs() -> Result<()> {
+    use spur_collector::scrub::Scrubbers;
+    use spur_collector::sites::Sites;
+    use spur_collector::validate::{Rules, validate};
+
+    let iterations: u32 = env_or("SPUR_BENCH_CORE_ITERATIONS", 200_000)?;
+    let sites = Sites::new(&[SiteConfig {
+        id: "bench".to_owned(),
+        hosts: vec!["bench.example".to_owned()],
+    }])?;
+    let site = sites.get("bench").context("site")?;
+    let on = Rules {
+        max_event_bytes: 8192,
+        allowed_query_params: vec!["utm_*".to_owned()],
+        scrub: Scrubbers::default(),
+    };
+    let off = Rules {
+        scrub: Scrubbers::new(
+            &spur_collector::config::ScrubConfig {
+                enabled: false,
+                ..Default::default()
+            },
+            &[],
+        )
+        .map_err(|e| anyhow!(e))?,
+        ..on.clone()
+    };
+    let event = |url: &str, title: &str| {
+        format!(
+            r#"{{"type":"pageview","id":"evt-core-0001","url":"{url}","title":"{title}","topics":["boots","sale"],"referrer":"https://search.example/results/winter-boots"}}"#
+        )
+    };
+    let (clean, leaky) = (event(URL, TITLE), event(LEAKY_URL, LEAKY_TITLE));
+    println!("pure core, one thread, {iterations} events each (validate(): decode, check, strip, scrub):");
+    let per_event = |name: &str, body: &str, rules: &Rules| -> Result<f64> {
+        let started = std::time::Instant::now();
+        for _ in 0..iterations {
+            let ev = validate(body.as_bytes(), site, rules).map_err(|r| anyhow!("{r:?}"))?;
+            std::hint::black_box(ev);
+        }
+        let ns = started.elapsed().as_nanos() as f64 / f64::from(iterations);
+        println!("  {name:<28} {ns:>8.0} ns/event {:>10.0} events/s", 1e9 / ns);
+        Ok(ns)
+    };
+    let plain = per_event("clean page, scrub off", &clean, &off)?;
+    let scrubbed = per_event("clean page, scrub on", &clean, &on)?;
+    let leaky_plain = per_event("leaky page, scrub off", &leaky, &off)?;
+    let leaky_scrubbed = per_event("leaky page, scrub on", &leaky, &on)?;
+    println!(
+        "  scrubbing costs {:+.1} % on a clean page, {:+.1} % on a leaky one",
+        (scrubbed / plain - 1.0) * 100.0,
+        (leaky_scrubbed / leaky_plain - 1.0) * 100.0
+    );
+    let ev = validate(leaky.as_bytes(), site, &on).map_err(|r| anyhow!("{r:?}"))?;
+    let page = ev.page.context("page")?;
+    if page.path != "/account/[email]/orders" || ev.redactions.is_empty() {
+        bail!("the leaky page was not scrubbed: {page:?}");
+    }
     Ok(())
 }

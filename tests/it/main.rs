@@ -19,5 +19,6 @@ mod collector_crash;
 mod collector_e2e;
 mod mailing_e2e;
 mod processor_e2e;
+mod scrub_e2e;
 mod segments_e2e;
 mod tracker;

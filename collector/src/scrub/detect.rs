@@ -120,47 +120,53 @@ impl Detectors {
         card: false,
     };
 
-    fn any(self) -> bool {
-        self.email || self.phone || self.iban || self.card
-    }
 }
 
 /// The fewest digits any numeric detector needs (a Norwegian IBAN has 13, a phone
 /// number at least 8): texts with fewer and no `@` are answered without a search.
 const MIN_DIGITS: usize = 8;
 
-/// Whether `text` may contain anything the built-in detectors find. One pass over the
-/// bytes, no allocation: most titles and paths end here.
-pub fn may_match(text: &str, detectors: Detectors) -> bool {
-    if !detectors.any() {
-        return false;
+/// Which searches a text needs, from one pass over its bytes without allocating:
+/// the e-mail expression only runs on texts with an `@` (or `%40`), the numeric
+/// detectors only on texts with enough digits. Most titles and paths need neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Needs {
+    email: bool,
+    numbers: bool,
+}
+
+impl Needs {
+    pub fn any(self) -> bool {
+        self.email || self.numbers
     }
+}
+
+pub fn needs(text: &str, detectors: Detectors) -> Needs {
+    let numeric = detectors.phone || detectors.iban || detectors.card;
     let bytes = text.as_bytes();
-    let mut digits = 0;
+    let (mut digits, mut at) = (0, false);
     for (i, &b) in bytes.iter().enumerate() {
         if b.is_ascii_digit() {
             digits += 1;
-            if digits >= MIN_DIGITS && (detectors.phone || detectors.iban || detectors.card) {
-                return true;
-            }
-        } else if detectors.email
-            && (b == b'@' || (b == b'%' && bytes.get(i + 1..i + 3) == Some(b"40")))
-        {
-            return true;
+        } else if b == b'@' || (b == b'%' && bytes.get(i + 1..i + 3) == Some(b"40")) {
+            at = true;
         }
     }
-    false
+    Needs {
+        email: detectors.email && at,
+        numbers: numeric && digits >= MIN_DIGITS,
+    }
 }
 
 /// Appends every built-in match in `text` to `out` (unordered, possibly overlapping).
-pub fn find(text: &str, detectors: Detectors, out: &mut Vec<Span>) {
-    if detectors.email {
+pub fn find(text: &str, detectors: Detectors, needs: Needs, out: &mut Vec<Span>) {
+    if needs.email {
         emails(text, out);
     }
-    if detectors.iban {
+    if needs.numbers && detectors.iban {
         ibans(text, out);
     }
-    if detectors.card || detectors.phone {
+    if needs.numbers && (detectors.card || detectors.phone) {
         numbers(text, detectors, out);
     }
 }

@@ -8,7 +8,7 @@
 //! replaced where (for the `redacted` flag and `spur_collector_redactions_total`),
 //! never what it was.
 //!
-//! Pure and allocation-free when nothing matches: [`detect::may_match`] answers most
+//! Pure and allocation-free when nothing matches: [`detect::needs`] answers most
 //! texts in one pass over their bytes. `docs/privacy.md` says what is caught and what
 //! cannot be.
 
@@ -265,14 +265,12 @@ impl Scrubber {
 
     /// `text` with every match replaced by its marker; borrowed when nothing matched.
     pub fn text<'a>(&self, text: &'a str, field: Field, tally: &mut Redactions) -> Cow<'a, str> {
-        let builtin = detect::may_match(text, self.detectors);
-        if !builtin && self.patterns.is_empty() {
+        let needs = detect::needs(text, self.detectors);
+        if !needs.any() && self.patterns.is_empty() {
             return Cow::Borrowed(text);
         }
         let mut spans = Vec::new();
-        if builtin {
-            detect::find(text, self.detectors, &mut spans);
-        }
+        detect::find(text, self.detectors, needs, &mut spans);
         for (index, pattern) in self.patterns.iter().enumerate() {
             spans.extend(
                 pattern

@@ -48,7 +48,8 @@ in it; non-2xx and errors (transport failures, timeouts) cover the whole run.";
 /// A realistic page: digits in the path and title (sizes, prices, an order number),
 /// so the scrubber has to look, but no personal data.
 const URL: &str = "https://bench.example/products/winter-boots-4711?utm_source=newsletter";
-const TITLE: &str = "Winter boots, size 42 - now 89,99 EUR (was 119,00) | Order 100234 | Bench Shop";
+const TITLE: &str =
+    "Winter boots, size 42 - now 89,99 EUR (was 119,00) | Order 100234 | Bench Shop";
 /// The same page as a site that leaks: an address in the path, a phone number in the
 /// title.
 const LEAKY_URL: &str = "https://bench.example/account/alice@example.com/orders";
@@ -379,13 +380,16 @@ async fn bench(brokers: String, mock: bool, conns: usize, measure: Duration) -> 
     }
 
     println!();
-    check_accounting(collector_addr, "collector", acked).await?;
-    check_accounting(plain_addr, "no-scrub", acked_plain).await?;
+    let counted = check_accounting(collector_addr, "collector", acked).await?
+        & check_accounting(plain_addr, "no-scrub", acked_plain).await?;
     stop(stop_tx, collector).await;
     stop(plain_stop, plain).await;
     println!();
     core_costs()?;
     println!("peak RSS (VmHWM) of the process: {}", peak_rss());
+    if !counted {
+        bail!("the collectors' accepted counters and the acknowledged events differ");
+    }
     Ok(())
 }
 
@@ -422,8 +426,9 @@ async fn start_collector(
     Ok((addr, stop_tx, collector))
 }
 
-/// The collector's accepted counter against what the load generator saw acknowledged.
-async fn check_accounting(addr: SocketAddr, target: &str, acked: u64) -> Result<()> {
+/// The collector's accepted counter against what the load generator saw
+/// acknowledged: whether they agree.
+async fn check_accounting(addr: SocketAddr, target: &str, acked: u64) -> Result<bool> {
     let (status, metrics) = get(addr, "/metrics").await?;
     if status != StatusCode::OK {
         bail!("GET /metrics answered {status}");
@@ -444,7 +449,7 @@ async fn check_accounting(addr: SocketAddr, target: &str, acked: u64) -> Result<
             println!("  {line}");
         }
     }
-    Ok(())
+    Ok(accepted == acked)
 }
 
 async fn stop(stop_tx: tokio::sync::oneshot::Sender<()>, collector: Collector) {
@@ -493,7 +498,9 @@ fn core_costs() -> Result<()> {
         )
     };
     let (clean, leaky) = (event(URL, TITLE), event(LEAKY_URL, LEAKY_TITLE));
-    println!("pure core, one thread, {iterations} events each (validate(): decode, check, strip, scrub):");
+    println!(
+        "pure core, one thread, {iterations} events each (validate(): decode, check, strip, scrub):"
+    );
     let per_event = |name: &str, body: &str, rules: &Rules| -> Result<f64> {
         let started = std::time::Instant::now();
         for _ in 0..iterations {
@@ -501,7 +508,10 @@ fn core_costs() -> Result<()> {
             std::hint::black_box(ev);
         }
         let ns = started.elapsed().as_nanos() as f64 / f64::from(iterations);
-        println!("  {name:<28} {ns:>8.0} ns/event {:>10.0} events/s", 1e9 / ns);
+        println!(
+            "  {name:<28} {ns:>8.0} ns/event {:>10.0} events/s",
+            1e9 / ns
+        );
         Ok(ns)
     };
     let plain = per_event("clean page, scrub off", &clean, &off)?;

@@ -715,12 +715,6 @@ fn bench(
         mb(parquet),
         mb(total)
     );
-    if done.events_rows != n as i64 {
-        println!(
-            "WARNING: the events table holds {} rows, {n} were produced",
-            done.events_rows
-        );
-    }
     println!(
         "\npeak RSS (VmHWM, process-wide: benchmark, producer, consumers, lake poller{}):",
         if mock {
@@ -740,5 +734,11 @@ fn bench(
         );
     }
     println!("VmRSS at the end: {}", proc_status("VmRSS"));
+    if done.events_rows != n as i64 {
+        bail!(
+            "the events table holds {} rows, {n} were produced",
+            done.events_rows
+        );
+    }
     Ok(())
 }

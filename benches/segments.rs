@@ -7,7 +7,9 @@
 //! 1. **generate**: N events of V visitors over 30 days, written to a fresh lake with
 //!    `Lake::append` as the processor writes them (zstd Parquet, `dt` partitions):
 //!    ~80 % pageviews with one or two of 20 topics, ~12 % engagement, identify (30 %
-//!    of visitors, half of them with marketing consent), consent, purchases, 3 % bots.
+//!    of visitors, half of them with marketing consent, evidence complete so the
+//!    ledger links them), consent, purchases, 3 % bots. Segments run under single
+//!    opt-in, so consenting subjects become members; the bench fails if none does.
 //! 2. **spur score**: `spur score`'s path — pageviews with dwell, subjects, the
 //!    scoring model, one commit to `scores`.
 //! 3. **spur segment sweep**: the segment service's full evaluation (`Engine::load` +
@@ -30,7 +32,7 @@
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{Array as _, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use spur_audience::score::{Model, ScoringConfig, load_views, write_scores};
@@ -149,9 +151,9 @@ fn event(i: u64, visitors: u64) -> EventRow {
         }),
         consent_evidence: (event_type == "identify").then(|| {
             if marketing {
-                r#"{"purposes":["analytics","marketing"],"text_id":"nl-1"}"#.into()
+                r#"{"purposes":["analytics","marketing"],"text_id":"nl-1","policy_version":"2026-01"}"#.into()
             } else {
-                r#"{"purposes":["analytics"],"text_id":"nl-1"}"#.into()
+                r#"{"purposes":["analytics"],"text_id":"nl-1","policy_version":"2026-01"}"#.into()
             }
         }),
         name,
@@ -266,7 +268,7 @@ fn main() -> Result<()> {
         "phase", "elapsed s", "CPU s", "peak RSS"
     );
 
-    runtime.block_on(async {
+    let datafusion_row = runtime.block_on(async {
         // 1. generate (skipped when the kept lake already holds N events)
         let mut lake = Lake::open(&root).await?;
         let ctx = lake.session_context().await?;
@@ -318,7 +320,13 @@ fn main() -> Result<()> {
         let (started, cpu) = (Instant::now(), cpu_seconds());
         let mut engine = Engine::load(
             &lake,
-            &LifecycleConfig::default(),
+            // Single opt-in: the generated sign-ups' marketing grants count at once
+            // (under double opt-in they would wait for the confirmation link's
+            // click, which a generated history cannot make).
+            &LifecycleConfig {
+                double_opt_in: false,
+                ..LifecycleConfig::default()
+            },
             &segments(),
             &ScoringConfig::default(),
         )
@@ -335,6 +343,13 @@ fn main() -> Result<()> {
             &proc_status("VmHWM"),
             &format!("{} subjects; {}", sweep.subjects, members.join(", ")),
         );
+        let total: usize = segments()
+            .iter()
+            .map(|s| engine.members(&s.name).count())
+            .sum();
+        if total == 0 {
+            bail!("every segment is empty: the generated consent made nobody a member");
+        }
 
         // 4a. same SQL on DataFusion
         reset_peak_rss();
@@ -350,7 +365,7 @@ fn main() -> Result<()> {
             &proc_status("VmHWM"),
             &format!("result {row:?}"),
         );
-        anyhow::Ok(())
+        anyhow::Ok(row)
     })?;
 
     // 4b. same SQL on DuckDB
@@ -389,6 +404,17 @@ fn main() -> Result<()> {
         &format!("{} kB", result["maxrss_kb"]),
         &format!("result {}", result["row"]),
     );
+    // The two engines ran one SQL text over the same files: they must agree.
+    let duck: Vec<Option<f64>> = serde_json::from_value(result["row"].clone())
+        .with_context(|| format!("DuckDB's row is not numbers: {}", result["row"]))?;
+    let agree = duck.len() == datafusion_row.len()
+        && duck.iter().zip(&datafusion_row).all(|(a, b)| match a {
+            None => b.is_nan(),
+            Some(a) => (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0),
+        });
+    if !agree {
+        bail!("DataFusion {datafusion_row:?} and DuckDB {duck:?} disagree");
+    }
     println!(
         "\nelapsed: wall clock of the phase; CPU s: user+system of this process (DuckDB: of the\n\
          Python child, including its start and the Delta log read); peak RSS: VmHWM reset\n\
@@ -409,7 +435,12 @@ fn first_row(batches: &[datafusion::arrow::array::RecordBatch]) -> Result<Vec<f6
     (0..batch.num_columns())
         .map(|i| {
             let column = cast(batch.column(i), &DataType::Float64)?;
-            Ok(column.as_primitive::<Float64Type>().value(0))
+            let column = column.as_primitive::<Float64Type>();
+            Ok(if column.is_null(0) {
+                f64::NAN
+            } else {
+                column.value(0)
+            })
         })
         .collect()
 }

@@ -119,7 +119,6 @@ impl Detectors {
         iban: false,
         card: false,
     };
-
 }
 
 /// The fewest digits any numeric detector needs (a Norwegian IBAN has 13, a phone

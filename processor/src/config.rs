@@ -40,6 +40,10 @@ pub struct Config {
     /// How far back duplicate event ids (client retries) are recognised, by event time.
     #[serde(with = "humantime_serde")]
     pub dedupe_window: Duration,
+    /// How many times a failed lake commit is retried (after 0.5 s, doubling up to
+    /// 15 s) before the processor exits with the error, for its supervisor to restart
+    /// it. The default, 5, rides out about 15 s of storage trouble.
+    pub commit_retries: u32,
     /// Operator endpoints `/livez`, `/readyz`, `/metrics` (port 0: any free port,
     /// logged at start).
     pub listen: SocketAddr,
@@ -57,6 +61,7 @@ impl Default for Config {
             sessions: SessionConfig::default(),
             resume_rewind: 10_000,
             dedupe_window: Duration::from_secs(24 * 3600),
+            commit_retries: 5,
             listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
         }
     }

@@ -511,7 +511,7 @@ fn flush(
                 out.lake_health.healthy();
                 break;
             }
-            Err(e) if attempt < 6 => {
+            Err(e) if attempt <= out.config.commit_retries => {
                 out.lake_health
                     .unhealthy(format!("lake commits failing: {e}"));
                 tracing::warn!(error = %e, attempt, ?delay, "lake commit failed; retrying");

@@ -10,7 +10,7 @@
 //! tests that expect the processor to keep retrying give it a retry budget no slow
 //! machine exhausts, the one that expects it to give up a small one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;

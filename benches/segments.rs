@@ -5,7 +5,8 @@
 //! Phases, each timed, with the peak RSS of its process (`VmHWM`, reset before each
 //! Spur phase; DuckDB runs in a Python process of its own, its `VmHWM`):
 //! 1. **generate**: N events of V visitors over 30 days, written to a fresh lake with
-//!    `Lake::append` as the processor writes them (zstd Parquet, `dt` partitions):
+//!    `Lake::append` as the processor writes them (zstd Parquet, `dt` partitions),
+//!    each day's sessions (with their pageviews' dwell) after the day:
 //!    ~80 % pageviews with one or two of 20 topics, ~12 % engagement, identify (30 %
 //!    of visitors, half of them with marketing consent, evidence complete so the
 //!    ledger links them), consent, purchases, 3 % bots. Segments run under single
@@ -18,7 +19,7 @@
 //! 4. **same SQL, DataFusion vs DuckDB**: one portable SQL text — the `pageviews`
 //!    dwell view, subjects, the scoring formula in SQL (dwell weight, half-life decay,
 //!    saturation) and a profile aggregate with a segment condition — run by
-//!    DataFusion over the lake and by DuckDB (Python `duckdb` reading the Delta table
+//!    DataFusion over the lake and by DuckDB (Python `duckdb` reading the Delta tables
 //!    through the `deltalake` package's Arrow dataset). The only dialect shim is the
 //!    epoch function (`CAST(t AS BIGINT) / 1000` vs `epoch_ms(t)`). Both results'
 //!    row counts and score sums are printed side by side.
@@ -79,11 +80,13 @@ fn env_u64(name: &str, default: u64) -> Result<u64> {
     }
 }
 
-/// Event `i` of the generated history: deterministic in `i`.
-fn event(i: u64, visitors: u64) -> EventRow {
+/// Event `i` of `events` in the generated history: deterministic in `i`. Days follow
+/// `i` (day `i · 30 / events`), so each day's events are generated together and its
+/// sessions can be closed after it.
+fn event(i: u64, visitors: u64, events: u64) -> EventRow {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1));
     let v = rng.below(visitors);
-    let day = rng.below(30) as i64;
+    let day = (i * 30 / events.max(1)) as i64;
     // Each visitor has one session a day; events of a session within 20 minutes.
     let time = START + day * DAY + ((v * 7919) % 600) as i64 * 60_000 + rng.below(1_200_000) as i64;
     let kind = rng.below(100);
@@ -186,10 +189,7 @@ fn segments() -> Vec<SegmentDef> {
 /// The portable workload: scoring in SQL and a profile with a segment condition.
 /// `{ms}` is replaced by each engine's epoch-milliseconds expression of `t`.
 fn workload_sql(ms: &dyn Fn(&str) -> String) -> String {
-    let pageviews = spur_lake::views::PAGEVIEWS_SQL.replace(
-        "(CAST(v.next_view_time AS BIGINT) - CAST(v.event_time AS BIGINT)) / 1000",
-        &format!("({} - {})", ms("v.next_view_time"), ms("v.event_time")),
-    );
+    let pageviews = spur_lake::views::PAGEVIEWS_SQL;
     let subjects = spur_audience::SUBJECTS_SQL;
     let half_life = 14 * DAY;
     format!(
@@ -230,7 +230,8 @@ root, sql = sys.argv[1], sys.stdin.read()
 con = duckdb.connect()
 con.execute("SET threads TO 2")
 started = time.monotonic()
-# Every Delta table of the lake (the workload reads `events` and, for identity, `ledger`).
+# Every Delta table of the lake (the workload reads `events`, `sessions` for dwell and,
+# for identity, `ledger`).
 for name in sorted(os.listdir(root)):
     if os.path.isdir(os.path.join(root, name, "_delta_log")):
         con.register(name, deltalake.DeltaTable(os.path.join(root, name)).to_pyarrow_dataset())
@@ -273,6 +274,9 @@ fn main() -> Result<()> {
         let mut lake = Lake::open(&root).await?;
         let ctx = lake.session_context().await?;
         let have = count(&ctx, "SELECT count(*) FROM events").await?;
+        if have > 0 && count(&ctx, "SELECT count(*) FROM sessions").await? == 0 {
+            bail!("{root} has no sessions (made by an older bench): remove it");
+        }
         if have != events as i64 {
             if have != 0 {
                 bail!(
@@ -281,13 +285,23 @@ fn main() -> Result<()> {
             }
             reset_peak_rss();
             let (started, cpu) = (Instant::now(), cpu_seconds());
-            let mut i = 0;
-            while i < events {
-                let end = (i + BATCH as u64).min(events);
-                let rows: Vec<EventRow> = (i..end).map(|n| event(n, visitors)).collect();
-                lake.append(TableKind::Events, spur_lake::events_batch(&rows)?, &[])
-                    .await?;
-                i = end;
+            for day in 0..30 {
+                let (first, end) = (day * events / 30, (day + 1) * events / 30);
+                let rows: Vec<EventRow> =
+                    (first..end).map(|n| event(n, visitors, events)).collect();
+                for chunk in rows.chunks(BATCH) {
+                    lake.append(TableKind::Events, spur_lake::events_batch(chunk)?, &[])
+                        .await?;
+                }
+                // The day's sessions close after it, with their pageviews' dwell, as
+                // the processor writes them.
+                let sessions = spur_testkit::closed_sessions(&rows);
+                lake.append(
+                    TableKind::Sessions,
+                    spur_lake::sessions_batch(&sessions)?,
+                    &[],
+                )
+                .await?;
             }
             line(
                 "generate (Lake::append)",

@@ -18,6 +18,7 @@
 
 mod config;
 pub mod contacts;
+pub mod dwell;
 pub mod error;
 mod maintenance;
 pub mod model;

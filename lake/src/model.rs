@@ -92,6 +92,8 @@ pub struct SessionRow {
     /// session for an event older than the open sessions allow) or `flush`.
     pub closed_by: String,
     pub kafka_partition: i32,
+    /// The dwell time of each of its pageviews ([`crate::dwell`]), in time order.
+    pub pageview_dwell: Vec<crate::dwell::PageviewDwell>,
 }
 
 /// One interest score of one scoring run: how interested a subject is in a topic, as

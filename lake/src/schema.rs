@@ -14,10 +14,13 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
-    ListBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder,
+    Int64Builder, ListBuilder, RecordBatch, StringBuilder, StructBuilder,
+    TimestampMicrosecondBuilder,
 };
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{
+    DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit,
+};
 use datafusion::arrow::error::ArrowError;
 
 use crate::error::Result;
@@ -36,6 +39,25 @@ const UTC: &str = "UTC";
 /// without a cast; elements are never null (a `Vec<String>` has no holes).
 fn topics_element() -> FieldRef {
     Arc::new(Field::new("element", DataType::Utf8, false))
+}
+
+/// The fields of one `sessions.pageview_dwell` element ([`crate::dwell::PageviewDwell`]).
+fn dwell_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("dwell_ms", DataType::Int64, true),
+        Field::new("dwell_source", DataType::Utf8, true),
+        Field::new("scroll_pct_max", DataType::Int32, true),
+    ])
+}
+
+/// The element field of `sessions.pageview_dwell` (named like [`topics_element`]).
+fn dwell_element() -> FieldRef {
+    Arc::new(Field::new(
+        "element",
+        DataType::Struct(dwell_fields()),
+        false,
+    ))
 }
 
 fn timestamp() -> DataType {
@@ -110,6 +132,9 @@ static SESSIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("device", false),
         utf8("closed_by", false),
         Field::new("kafka_partition", DataType::Int32, false),
+        // Nullable only so that tables from before it gain it (`Lake::open`); always
+        // written.
+        Field::new("pageview_dwell", DataType::List(dwell_element()), true),
     ]))
 });
 
@@ -306,6 +331,7 @@ pub fn sessions_batch(rows: &[SessionRow]) -> Result<RecordBatch> {
         utf8(rows, |r| &r.device),
         utf8(rows, |r| &r.closed_by),
         int32(rows, |r| Some(r.kafka_partition)),
+        pageview_dwell(rows),
     ];
     Ok(RecordBatch::try_new(sessions_schema(), columns)?)
 }
@@ -450,6 +476,43 @@ fn micros<T>(rows: &[T], column: &str, get_ms: impl Fn(&T) -> i64) -> Result<Arr
     Ok(Arc::new(builder.finish()))
 }
 
+/// `sessions.pageview_dwell`: a non-null list of dwell structs per session.
+fn pageview_dwell(rows: &[SessionRow]) -> ArrayRef {
+    let fields = dwell_fields();
+    let builders: Vec<Box<dyn ArrayBuilder>> = vec![
+        Box::new(StringBuilder::new()),
+        Box::new(Int64Builder::new()),
+        Box::new(StringBuilder::new()),
+        Box::new(Int32Builder::new()),
+    ];
+    let mut list = ListBuilder::with_capacity(StructBuilder::new(fields, builders), rows.len())
+        .with_field(dwell_element());
+    for row in rows {
+        let items = list.values();
+        for d in &row.pageview_dwell {
+            items
+                .field_builder::<StringBuilder>(0)
+                .expect("event_id builder")
+                .append_value(&d.event_id);
+            items
+                .field_builder::<Int64Builder>(1)
+                .expect("dwell_ms builder")
+                .append_option(d.dwell_ms);
+            items
+                .field_builder::<StringBuilder>(2)
+                .expect("dwell_source builder")
+                .append_option(d.dwell_source.as_deref());
+            items
+                .field_builder::<Int32Builder>(3)
+                .expect("scroll_pct_max builder")
+                .append_option(d.scroll_pct_max);
+            items.append(true);
+        }
+        list.append(true);
+    }
+    Arc::new(list.finish())
+}
+
 fn topics(rows: &[EventRow]) -> ArrayRef {
     string_list(rows, |r| &r.topics)
 }
@@ -559,6 +622,12 @@ pub(crate) mod fixtures {
             device: "mobile".into(),
             closed_by: "inactivity".into(),
             kafka_partition: 0,
+            pageview_dwell: vec![crate::dwell::PageviewDwell {
+                event_id: format!("ev-{n}"),
+                dwell_ms: Some(61_000),
+                dwell_source: Some(crate::dwell::ENGAGEMENT.into()),
+                scroll_pct_max: None,
+            }],
         }
     }
 }
@@ -677,7 +746,21 @@ mod tests {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        assert_eq!(names.len(), 17);
+        assert_eq!(names.len(), 18);
+        let dwell = batch
+            .column_by_name("pageview_dwell")
+            .expect("pageview_dwell")
+            .as_list::<i32>();
+        assert_eq!(dwell.value_length(1), 1);
+        let item = dwell.value(1);
+        let item = item.as_struct();
+        assert_eq!(item.column(0).as_string::<i32>().value(0), "ev-1");
+        assert_eq!(
+            item.column(1)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(0),
+            61_000
+        );
         let bot = batch
             .column_by_name("is_bot")
             .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())

@@ -15,6 +15,7 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use tempfile::TempDir;
 
+use crate::dwell::{PageEvent, pageview_dwell};
 use crate::model::EventRow;
 use crate::schema::fixtures::{event, session};
 use crate::*;
@@ -661,11 +662,12 @@ fn view(id: &str, session: &str, secs: i64, path: &str, engaged: Option<(i64, i3
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pageviews_view_derives_dwell_from_engagement_or_the_next_pageview() -> Result<()> {
+async fn pageviews_view_joins_the_dwell_of_closed_sessions() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut lake = Lake::open(&root(&dir)?).await?;
     let rows = vec![
-        // Session s1: /a (engaged 3 s + 2 s, in two parts), /b, back to /a, then /c last.
+        // Session s1 (closed): /a (engaged 3 s + 2 s, in two parts), /b, back to /a,
+        // then /c last.
         view("a1", "s1", 0, "/a", None),
         view("e1", "s1", 5, "/a", Some((3_000, 40))),
         view("e2", "s1", 20, "/a", Some((2_000, 80))),
@@ -673,14 +675,17 @@ async fn pageviews_view_derives_dwell_from_engagement_or_the_next_pageview() -> 
         view("a2", "s1", 90, "/a", None),
         view("e3", "s1", 95, "/a", Some((4_000, 10))),
         view("c1", "s1", 120, "/c", None),
-        // Session s2, same paths: its events never mix with s1's.
+        // Session s2 is still open: no dwell yet.
         view("a9", "s2", 10, "/a", None),
         view("b9", "s2", 70, "/b", None),
     ];
-    // Written in two commits, out of order: the view depends on times, not on files.
-    lake.append(TableKind::Events, events_batch(&rows[4..])?, &[])
+    lake.append(TableKind::Events, events_batch(&rows)?, &[])
         .await?;
-    lake.append(TableKind::Events, events_batch(&rows[..4])?, &[])
+    let pages: Vec<PageEvent> = rows[..7].iter().filter_map(PageEvent::of).collect();
+    let mut s1 = super::schema::fixtures::session(0, 0);
+    s1.session_id = "s1".into();
+    s1.pageview_dwell = pageview_dwell(&pages);
+    lake.append(TableKind::Sessions, sessions_batch(&[s1])?, &[])
         .await?;
     let got = strings(
         &lake,
@@ -692,7 +697,7 @@ async fn pageviews_view_derives_dwell_from_engagement_or_the_next_pageview() -> 
     let want = [
         "a1 5000 engagement 80",
         "a2 4000 engagement 10",
-        "a9 60000 next_pageview -",
+        "a9 - - -",
         "b1 60000 next_pageview -",
         "b9 - - -",
         "c1 - - -",
@@ -775,17 +780,17 @@ async fn scores_runs_append_one_commit_each_and_the_latest_is_selectable() -> Re
 
 /// A lake written before a column was appended to `events` (here: `redacted`) opens
 /// with the column added, old rows reading `NULL`, and takes new rows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn open_adds_appended_columns_to_an_older_table() -> Result<()> {
-    use crate::schema::{PARTITION_COLUMN, events_schema};
+/// Creates table `kind` under `root` as an older version wrote it: without the last
+/// column of today's schema, holding `batch` minus that column.
+async fn older_table(root: &Path, kind: TableKind, batch: RecordBatch) -> Result<()> {
+    use crate::schema::PARTITION_COLUMN;
     use datafusion::arrow::datatypes::Schema;
     use deltalake::kernel::StructType;
     use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 
-    let dir = tempfile::tempdir()?;
-    let location = dir.path().join("events");
+    let location = root.join(kind.name());
     fs::create_dir_all(&location)?;
-    let full = events_schema();
+    let full = batch.schema();
     let old_fields = full.fields()[..full.fields().len() - 1].to_vec();
     let old_schema = std::sync::Arc::new(Schema::new(old_fields));
     let kernel: StructType = old_schema.as_ref().try_into_kernel()?;
@@ -793,38 +798,65 @@ async fn open_adds_appended_columns_to_an_older_table() -> Result<()> {
     let table = deltalake::DeltaTableBuilder::from_url(url)?.build()?;
     let table = table
         .create()
-        .with_table_name("events")
+        .with_table_name(kind.name())
         .with_columns(kernel.fields().cloned())
         .with_partition_columns([PARTITION_COLUMN])
         .await?;
-    let batch = events_batch(&events(0, 3))?;
     let old_batch = batch.project(&(0..batch.num_columns() - 1).collect::<Vec<_>>())?;
     let old_batch = RecordBatch::try_new(old_schema, old_batch.columns().to_vec())?;
     table.write([old_batch]).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_adds_appended_columns_to_older_tables() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    older_table(dir.path(), TableKind::Events, events_batch(&events(0, 3))?).await?;
+    let old_sessions: Vec<_> = (0..2).map(|n| session(0, n)).collect();
+    older_table(
+        dir.path(),
+        TableKind::Sessions,
+        sessions_batch(&old_sessions)?,
+    )
+    .await?;
 
     let mut lake = Lake::open(&root(&dir)?).await?;
-    let columns: Vec<String> = lake
-        .table(TableKind::Events)
-        .snapshot()?
-        .schema()
-        .fields()
-        .map(|f| f.name().to_owned())
-        .collect();
-    assert_eq!(columns.last().map(String::as_str), Some("redacted"));
+    for (kind, column) in [
+        (TableKind::Events, "redacted"),
+        (TableKind::Sessions, "pageview_dwell"),
+    ] {
+        let columns: Vec<String> = lake
+            .table(kind)
+            .snapshot()?
+            .schema()
+            .fields()
+            .map(|f| f.name().to_owned())
+            .collect();
+        assert_eq!(columns.last().map(String::as_str), Some(column));
+    }
     lake.append(TableKind::Events, events_batch(&events(1, 2))?, &[])
         .await?;
+    lake.append(TableKind::Sessions, sessions_batch(&[session(1, 5)])?, &[])
+        .await?;
     let lake = Lake::open(&root(&dir)?).await?;
-    assert_eq!(
-        count(&lake, "SELECT COUNT(*) FROM events WHERE redacted IS NULL").await?,
-        3
-    );
-    assert_eq!(
-        count(
-            &lake,
-            "SELECT COUNT(*) FROM events WHERE redacted IS NOT NULL"
-        )
-        .await?,
-        2
-    );
+    for (sql, want) in [
+        ("SELECT COUNT(*) FROM events WHERE redacted IS NULL", 3),
+        ("SELECT COUNT(*) FROM events WHERE redacted IS NOT NULL", 2),
+        (
+            "SELECT COUNT(*) FROM sessions WHERE pageview_dwell IS NULL",
+            2,
+        ),
+        (
+            "SELECT COUNT(*) FROM sessions WHERE pageview_dwell IS NOT NULL",
+            1,
+        ),
+        // The new session's one dwell entry, through the view's join source.
+        (
+            &format!("SELECT COUNT(*) FROM ({})", crate::views::DWELL_SQL),
+            1,
+        ),
+    ] {
+        assert_eq!(count(&lake, sql).await?, want, "{sql}");
+    }
     Ok(())
 }

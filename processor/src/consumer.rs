@@ -381,6 +381,7 @@ fn process(
         event_type: &row.event_type,
         path: row.path.as_deref(),
         engaged_ms: row.engaged_ms,
+        scroll_pct: row.scroll_pct,
         is_bot: row.is_bot,
         country: row.country.as_deref(),
         device: &row.device,

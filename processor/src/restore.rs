@@ -9,7 +9,7 @@
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type};
 use spur_lake::positions::processor_app_id;
 use spur_lake::{Lake, TableKind};
 use spur_schemas::time::date as date_of;
@@ -97,7 +97,7 @@ pub async fn load(
     let open = ctx
         .sql(&format!(
             "SELECT event_id, site_id, visitor_id, CAST(event_time AS BIGINT) / 1000 AS t, event_type, path, \
-                    engaged_ms, is_bot, country, device, session_id \
+                    engaged_ms, is_bot, country, device, session_id, scroll_pct \
              FROM events \
              WHERE kafka_partition = {partition} AND kafka_offset <= {done} AND dt >= '{events_from}' \
                AND session_id NOT IN (SELECT session_id FROM sessions \
@@ -122,6 +122,8 @@ pub async fn load(
         let engaged = engaged.as_primitive::<Int64Type>();
         let bots = column(batch, 7, &DataType::Boolean)?;
         let bots = bots.as_boolean();
+        let scroll = column(batch, 11, &DataType::Int32)?;
+        let scroll = scroll.as_primitive::<Int32Type>();
         for i in 0..batch.num_rows() {
             let id = state.sessions.observe(&Observed {
                 site_id: sites.value(i),
@@ -131,6 +133,7 @@ pub async fn load(
                 event_type: types.value(i),
                 path: (!paths.is_null(i)).then(|| paths.value(i)),
                 engaged_ms: (!engaged.is_null(i)).then(|| engaged.value(i)),
+                scroll_pct: (!scroll.is_null(i)).then(|| scroll.value(i)),
                 is_bot: bots.value(i),
                 country: (!countries.is_null(i)).then(|| countries.value(i)),
                 device: devices.value(i),

@@ -17,4 +17,4 @@ pub mod rows;
 
 pub use fixture::Fixture;
 pub use history::{BOOT_FANS, T0, Writer, boot_views, confirm, consent, root, signup};
-pub use rows::{DAY0, DAY1, event, identify, pageview, session};
+pub use rows::{DAY0, DAY1, closed_sessions, event, identify, pageview, session};

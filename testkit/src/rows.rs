@@ -2,6 +2,7 @@
 //! [`Fixture`](crate::Fixture); [`pageview`] and [`identify`] are the building
 //! blocks of scripted histories.
 
+use spur_lake::dwell::{PageEvent, pageview_dwell};
 use spur_lake::model::{EventRow, SessionRow};
 use spur_schemas::time::date;
 
@@ -131,5 +132,48 @@ pub fn session(day: i64, n: i64) -> SessionRow {
         device: "mobile".into(),
         closed_by: "inactivity".into(),
         kafka_partition: 0,
+        pageview_dwell: Vec::new(),
     }
+}
+
+/// The `sessions` rows the processor writes when the sessions of `events` close: one
+/// per `session_id`, dwell times included ([`spur_lake::dwell`]), ordered by id.
+pub fn closed_sessions(events: &[EventRow]) -> Vec<SessionRow> {
+    let mut by_session: std::collections::BTreeMap<&str, Vec<&EventRow>> =
+        std::collections::BTreeMap::new();
+    for e in events {
+        by_session.entry(e.session_id.as_str()).or_default().push(e);
+    }
+    by_session
+        .into_iter()
+        .map(|(session_id, mut rows)| {
+            rows.sort_by_key(|r| (r.event_time, r.event_id.clone()));
+            let first = rows[0];
+            let start_time = first.event_time;
+            let end_time = rows[rows.len() - 1].event_time;
+            let views: Vec<&&EventRow> =
+                rows.iter().filter(|r| r.event_type == "pageview").collect();
+            let pages: Vec<PageEvent> = rows.iter().filter_map(|r| PageEvent::of(r)).collect();
+            SessionRow {
+                session_id: session_id.to_owned(),
+                site_id: first.site_id.clone(),
+                visitor_id: first.visitor_id.clone(),
+                dt: date(start_time),
+                start_time,
+                end_time,
+                duration_ms: end_time - start_time,
+                events: rows.len() as i64,
+                pageviews: views.len() as i64,
+                engaged_ms: rows.iter().filter_map(|r| r.engaged_ms).sum(),
+                entry_path: views.first().and_then(|r| r.path.clone()),
+                exit_path: views.last().and_then(|r| r.path.clone()),
+                is_bot: rows.iter().any(|r| r.is_bot),
+                country: rows.iter().find_map(|r| r.country.clone()),
+                device: first.device.clone(),
+                closed_by: "inactivity".into(),
+                kafka_partition: first.kafka_partition,
+                pageview_dwell: pageview_dwell(&pages),
+            }
+        })
+        .collect()
 }

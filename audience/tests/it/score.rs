@@ -1,5 +1,5 @@
 //! Interest scoring over a real lake: bots left out, visitors mapped to subjects
-//! (latest e-mail pseudonym, else visitor id), dwell from engagement events, url
+//! (latest e-mail pseudonym, else visitor id), dwell of closed sessions, url
 //! rules, the as-of cut-off, and the `scores` table written and read back with SQL.
 
 use anyhow::{Context, Result};
@@ -53,6 +53,14 @@ async fn lake_with_rows() -> Result<(tempfile::TempDir, Config)> {
     let mut lake = Lake::open(&root).await?;
     lake.append(TableKind::Events, spur_lake::events_batch(&rows())?, &[])
         .await?;
+    // Every session closed: the processor wrote their dwell times.
+    let sessions = spur_testkit::closed_sessions(&rows());
+    lake.append(
+        TableKind::Sessions,
+        spur_lake::sessions_batch(&sessions)?,
+        &[],
+    )
+    .await?;
     // The identity links, as the ledger follower records them.
     spur_audience::Ledger::load(&lake)
         .await?

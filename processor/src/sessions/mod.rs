@@ -53,7 +53,10 @@
 //!
 //! # Memory bound and eviction
 //!
-//! At most `max_open` sessions stay open. When an event leaves more open, idle sessions
+//! At most `max_open` sessions stay open. Each keeps its pageview and engagement
+//! events (id, time, path, engaged time, scroll: what the closed row's
+//! `pageview_dwell` is computed from, at most [`MAX_PAGE_EVENTS`]), so memory grows
+//! with the events of open sessions, not only their number. When an event leaves more open, idle sessions
 //! are closed first (as `"inactivity"`); if that is not enough, the session with the
 //! oldest `last_time` (ties: smallest site, then visitor id) is closed as `"evicted"`,
 //! and `evicted_until` rises to its `last_time`, so that a later event of that visitor
@@ -69,7 +72,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use spur_lake::dwell::{PageEvent, pageview_dwell};
 use spur_lake::model::SessionRow;
+
+/// Most pageview and engagement events one open session keeps for its dwell times
+/// (in arrival order, so a replay keeps the same ones). A session with more — a
+/// crawler the bot rules missed — gets no dwell for the pageviews past it.
+pub const MAX_PAGE_EVENTS: usize = 10_000;
 
 /// 30 minutes.
 pub const DEFAULT_INACTIVITY_MS: i64 = 30 * 60 * 1000;
@@ -134,6 +143,8 @@ pub struct Observed<'a> {
     pub path: Option<&'a str>,
     /// Visible time reported by an `engagement` event.
     pub engaged_ms: Option<i64>,
+    /// Deepest scroll reported by an `engagement` event.
+    pub scroll_pct: Option<i32>,
     pub is_bot: bool,
     pub country: Option<&'a str>,
     pub device: &'a str,
@@ -168,6 +179,8 @@ pub struct OpenSession {
     pub country: Option<String>,
     /// The device class of its first event.
     pub device: String,
+    /// Its pageview and engagement events, for the dwell times written at close.
+    pub pages: Vec<PageEvent>,
 }
 
 impl OpenSession {
@@ -189,6 +202,7 @@ impl OpenSession {
             is_bot: false,
             country: None,
             device: ev.device.to_owned(),
+            pages: Vec::new(),
         };
         s.add(ev);
         s
@@ -217,6 +231,17 @@ impl OpenSession {
             let engaged = ev.engaged_ms.unwrap_or(0).max(0);
             self.engaged_ms = self.engaged_ms.saturating_add(engaged);
         }
+        if matches!(ev.event_type, "pageview" | "engagement") && self.pages.len() < MAX_PAGE_EVENTS
+        {
+            self.pages.push(PageEvent {
+                event_id: ev.event_id.to_owned(),
+                time_ms: t,
+                pageview: ev.event_type == "pageview",
+                path: ev.path.map(str::to_owned),
+                engaged_ms: ev.engaged_ms,
+                scroll_pct: ev.scroll_pct,
+            });
+        }
         self.is_bot |= ev.is_bot;
         if self.country.is_none() {
             self.country = ev.country.map(str::to_owned);
@@ -225,6 +250,7 @@ impl OpenSession {
 
     fn into_row(self, closed_by: ClosedBy) -> SessionRow {
         SessionRow {
+            pageview_dwell: pageview_dwell(&self.pages),
             dt: utc_date(self.start_time),
             duration_ms: self.last_time.saturating_sub(self.start_time),
             session_id: self.session_id,

@@ -49,6 +49,7 @@ impl Ev {
             event_type: self.kind,
             path: self.path.as_deref(),
             engaged_ms: self.engaged,
+            scroll_pct: None,
             is_bot: self.bot,
             country: self.country,
             device: "desktop",
@@ -410,6 +411,20 @@ proptest! {
             prop_assert_eq!(row.engaged_ms, evs.iter().filter(|(_, e)| e.kind == "engagement").filter_map(|(_, e)| e.engaged).sum::<i64>());
             prop_assert_eq!(row.is_bot, evs.iter().any(|(_, e)| e.bot));
             prop_assert_eq!(row.country.as_deref(), evs.iter().find_map(|(_, e)| e.country));
+            // Dwell: the definition applied to exactly the session's events.
+            let pages: Vec<PageEvent> = evs
+                .iter()
+                .filter(|(_, e)| matches!(e.kind, "pageview" | "engagement"))
+                .map(|(_, e)| PageEvent {
+                    event_id: e.id.clone(),
+                    time_ms: e.time,
+                    pageview: e.kind == "pageview",
+                    path: e.path.clone(),
+                    engaged_ms: e.engaged,
+                    scroll_pct: None,
+                })
+                .collect();
+            prop_assert_eq!(&row.pageview_dwell, &pageview_dwell(&pages));
             if row.closed_by == "late" {
                 prop_assert_eq!(row.events, 1);
             }

@@ -49,10 +49,23 @@ async fn restart_and_replay_give_the_same_lake() {
         sessions_by_event(&replay).await,
         "same session ids"
     );
-    let sessions = "SELECT session_id, start_time, end_time, events, pageviews FROM sessions ORDER BY session_id";
+    let sessions = "SELECT session_id, start_time, end_time, events, pageviews, pageview_dwell \
+                    FROM sessions ORDER BY session_id";
     assert_eq!(
         rows(&lake, sessions).await,
         rows(&replay, sessions).await,
-        "same closed sessions"
+        "same closed sessions, same dwell times"
+    );
+    // The first halves closed (across the restart) with the dwell of each pageview:
+    // a minute to the next one, the last unknown.
+    let dwell = "SELECT dwell_source, dwell_ms, count(*) AS n FROM pageviews \
+                 GROUP BY dwell_source, dwell_ms ORDER BY dwell_source NULLS LAST";
+    let closed = 5 * 4;
+    assert_eq!(
+        rows(&lake, dwell).await,
+        [
+            serde_json::json!({"dwell_source": "next_pageview", "dwell_ms": 60_000, "n": closed - 5}),
+            serde_json::json!({"n": all.len() - closed + 5}),
+        ]
     );
 }

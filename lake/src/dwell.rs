@@ -23,6 +23,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::{EventRow, PageviewDwell};
+
 /// `dwell_source` when the visit reported engaged time.
 pub const ENGAGEMENT: &str = "engagement";
 /// `dwell_source` when the time comes from the session's next pageview.
@@ -43,7 +45,7 @@ pub struct PageEvent {
 
 impl PageEvent {
     /// The page event of a lake row; `None` unless it is a pageview or an engagement.
-    pub fn of(row: &crate::model::EventRow) -> Option<PageEvent> {
+    pub fn of(row: &EventRow) -> Option<PageEvent> {
         matches!(row.event_type.as_str(), "pageview" | "engagement").then(|| PageEvent {
             event_id: row.event_id.clone(),
             time_ms: row.event_time,
@@ -53,18 +55,6 @@ impl PageEvent {
             scroll_pct: row.scroll_pct,
         })
     }
-}
-
-/// The dwell time of one pageview.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PageviewDwell {
-    pub event_id: String,
-    /// NULL when unknown.
-    pub dwell_ms: Option<i64>,
-    /// [`ENGAGEMENT`], [`NEXT_PAGEVIEW`] or NULL with `dwell_ms`.
-    pub dwell_source: Option<String>,
-    /// Deepest scroll the visit's engagement events reported.
-    pub scroll_pct_max: Option<i32>,
 }
 
 /// The dwell of every pageview among `events` (one session's), ordered by time and

@@ -93,7 +93,7 @@ pub struct SessionRow {
     pub closed_by: String,
     pub kafka_partition: i32,
     /// The dwell time of each of its pageviews ([`crate::dwell`]), in time order.
-    pub pageview_dwell: Vec<crate::dwell::PageviewDwell>,
+    pub pageview_dwell: Vec<PageviewDwell>,
 }
 
 /// One interest score of one scoring run: how interested a subject is in a topic, as
@@ -216,4 +216,17 @@ pub struct ContactRow {
     pub recorded_at: i64,
     /// UTC date of `recorded_at`, `YYYY-MM-DD`: the partition column.
     pub dt: String,
+}
+
+/// The dwell time of one pageview (`sessions.pageview_dwell`; computed by
+/// `dwell::pageview_dwell`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageviewDwell {
+    pub event_id: String,
+    /// NULL when unknown.
+    pub dwell_ms: Option<i64>,
+    /// `engagement`, `next_pageview` or NULL with `dwell_ms`.
+    pub dwell_source: Option<String>,
+    /// Deepest scroll the visit's engagement events reported.
+    pub scroll_pct_max: Option<i32>,
 }

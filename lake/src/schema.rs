@@ -41,7 +41,7 @@ fn topics_element() -> FieldRef {
     Arc::new(Field::new("element", DataType::Utf8, false))
 }
 
-/// The fields of one `sessions.pageview_dwell` element ([`crate::dwell::PageviewDwell`]).
+/// The fields of one `sessions.pageview_dwell` element ([`PageviewDwell`](crate::model::PageviewDwell)).
 fn dwell_fields() -> Fields {
     Fields::from(vec![
         Field::new("event_id", DataType::Utf8, false),
@@ -622,7 +622,7 @@ pub(crate) mod fixtures {
             device: "mobile".into(),
             closed_by: "inactivity".into(),
             kafka_partition: 0,
-            pageview_dwell: vec![crate::dwell::PageviewDwell {
+            pageview_dwell: vec![crate::model::PageviewDwell {
                 event_id: format!("ev-{n}"),
                 dwell_ms: Some(61_000),
                 dwell_source: Some(crate::dwell::ENGAGEMENT.into()),

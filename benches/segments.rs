@@ -1,6 +1,6 @@
-//! Interest scoring and segment evaluation over a generated lake of N events (default
-//! 10 million), next to DuckDB running the same SQL on the same Delta table in the
-//! same run.
+//! Interest scoring and the incremental segment engine over a generated lake of N
+//! events (default 10 million), next to DuckDB running the same SQL on the same Delta
+//! tables in the same run.
 //!
 //! Phases, each timed, with the peak RSS of its process (`VmHWM`, reset before each
 //! Spur phase; DuckDB runs in a Python process of its own, its `VmHWM`):
@@ -11,32 +11,31 @@
 //!    of visitors, half of them with marketing consent, evidence complete so the
 //!    ledger links them), consent, purchases, 3 % bots. Segments run under single
 //!    opt-in, so consenting subjects become members; the bench fails if none does.
-//! 2. **spur score**: `spur score`'s path — pageviews with dwell, subjects, the
-//!    scoring model, one commit to `scores`.
-//! 3. **spur segment sweep**: the segment service's full evaluation (`Engine::load` +
-//!    one sweep over every subject: profiles with stage and interest, 3 segment
-//!    conditions, membership changes committed).
-//! 4. **same SQL, DataFusion vs DuckDB**: one portable SQL text — the `pageviews`
-//!    dwell view, subjects, the scoring formula in SQL (dwell weight, half-life decay,
-//!    saturation) and a profile aggregate with a segment condition — run by
-//!    DataFusion over the lake and by DuckDB (Python `duckdb` reading the Delta tables
-//!    through the `deltalake` package's Arrow dataset). The only dialect shim is the
-//!    epoch function (`CAST(t AS BIGINT) / 1000` vs `epoch_ms(t)`). Both results'
-//!    row counts and score sums are printed side by side.
+//! 2. **spur score**: the closed-form interest SQL (`spur_audience::score::interest_sql`,
+//!    per subject) on DataFusion, one commit to `scores` — and **DuckDB** running the
+//!    same SQL text over the same files (the only dialect shim is the epoch function).
+//!    Row counts and score sums must agree.
+//! 3. **engine start (rebuild)**: `Engine::load` without a checkpoint computes every
+//!    visitor's state from the lake, and the first step; then the checkpoint saved.
+//! 4. **sweep over the state**: every subject evaluated from the state (3 segments).
+//! 5. **step**: `SPUR_BENCH_STEP` (10,000) new events and their closed sessions
+//!    appended, then one step: from reading them to the changes committed.
+//! 6. the same step against a history of a tenth of N (another lake): the ratio says
+//!    whether a step's cost follows new events or history.
 //!
 //! Run: `cargo bench --bench segments`. Environment: `SPUR_BENCH_EVENTS` (default
-//! 10,000,000), `SPUR_BENCH_VISITORS` (default 200,000), `SPUR_BENCH_LAKE` (a
-//! directory to keep the generated lake in and reuse on the next run; default a
-//! temporary directory), `SPUR_BENCH_PYTHON` (default `python3`; needs `duckdb`,
-//! `deltalake` and `pyarrow`: `pip install duckdb 'deltalake[pyarrow]'`).
+//! 10,000,000), `SPUR_BENCH_VISITORS` (default 200,000), `SPUR_BENCH_STEP` (10,000),
+//! `SPUR_BENCH_LAKE` (a directory to keep the generated lake in and reuse on the next
+//! run; default a temporary directory), `SPUR_BENCH_PYTHON` (default `python3`; needs
+//! `duckdb`, `deltalake` and `pyarrow`: `pip install duckdb 'deltalake[pyarrow]'`).
 
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use datafusion::arrow::array::{Array as _, AsArray};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use spur_audience::score::{Model, ScoringConfig, load_views, write_scores};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use spur_audience::score::{Model, Per, ScoringConfig, interest_sql, score_all, write_scores};
 use spur_audience::{Engine, LifecycleConfig, SegmentDef};
 use spur_lake::model::EventRow;
 use spur_lake::{Lake, TableKind};
@@ -186,41 +185,15 @@ fn segments() -> Vec<SegmentDef> {
     ]
 }
 
-/// The portable workload: scoring in SQL and a profile with a segment condition.
-/// `{ms}` is replaced by each engine's epoch-milliseconds expression of `t`.
-fn workload_sql(ms: &dyn Fn(&str) -> String) -> String {
-    let pageviews = spur_lake::views::PAGEVIEWS_SQL;
-    let subjects = spur_audience::SUBJECTS_SQL;
-    let half_life = 14 * DAY;
-    format!(
-        "WITH pv AS ({pageviews}),
-         subj AS ({subjects}),
-         exploded AS (
-             SELECT s.subject_id, pv.dwell_ms, {t} AS t, unnest(pv.topics) AS topic
-             FROM pv JOIN subj s ON s.visitor_id = pv.visitor_id
-             WHERE pv.is_bot = false AND {t} <= {AS_OF}),
-         contrib AS (
-             SELECT subject_id, topic,
-                    CASE WHEN dwell_ms IS NULL THEN 1.0
-                         ELSE LEAST(GREATEST(dwell_ms / 30000.0, 0.25), 3.0) END
-                    * POWER(2.0, -CAST({AS_OF} - t AS DOUBLE) / {half_life}) AS c
-             FROM exploded),
-         scores AS (
-             SELECT subject_id, topic, SUM(c) / (SUM(c) + 5.0) AS score
-             FROM contrib GROUP BY subject_id, topic),
-         profile AS (
-             SELECT s.subject_id, count(*) AS events,
-                    count(*) FILTER (WHERE e.event_type = 'custom' AND e.name = 'purchase') AS purchases,
-                    max(e.event_time) AS last_seen
-             FROM events e JOIN subj s ON s.visitor_id = e.visitor_id
-             WHERE e.is_bot = false GROUP BY s.subject_id)
-         SELECT count(*) AS members, sum(sc.score) AS score_sum,
-                (SELECT count(*) FROM scores) AS score_rows,
-                (SELECT sum(score) FROM scores) AS all_scores
-         FROM profile p JOIN scores sc ON sc.subject_id = p.subject_id
-         WHERE sc.topic = 'boots' AND sc.score >= 0.5 AND p.events >= 10",
-        t = ms("pv.event_time"),
-    )
+/// The portable workload: every subject's interest by the closed-form SQL, summed.
+/// `ms` is each engine's epoch-milliseconds expression of a timestamp.
+fn workload_sql(ms: &dyn Fn(&str) -> String) -> Result<String> {
+    let model = Model::new(&ScoringConfig::default())?;
+    Ok(format!(
+        "SELECT count(*) AS rows, sum(score) AS score_sum, sum(raw) AS raw_sum, \
+                sum(views) AS views FROM ({})",
+        interest_sql(&model, AS_OF, Per::Subject, ms)
+    ))
 }
 
 const DUCKDB_SCRIPT: &str = r#"
@@ -248,9 +221,155 @@ fn line(phase: &str, seconds: f64, cpu: f64, rss: &str, extra: &str) {
     println!("{phase:<34} {seconds:>9.1} {cpu:>8.1} {rss:>14}  {extra}");
 }
 
+/// Opens the lake at `root`, generating `events` events of `visitors` visitors and
+/// their sessions into it first unless it holds them already.
+async fn generate(root: &str, events: u64, visitors: u64) -> Result<Lake> {
+    let mut lake = Lake::open(root).await?;
+    let ctx = lake.session_context().await?;
+    let have = count(&ctx, "SELECT count(*) FROM events").await?;
+    if have > 0 && count(&ctx, "SELECT count(*) FROM sessions").await? == 0 {
+        bail!("{root} has no sessions (made by an older bench): remove it");
+    }
+    if have == events as i64 {
+        return Ok(lake);
+    }
+    if have != 0 {
+        bail!("{root} holds {have} events, not {events}: remove it or unset SPUR_BENCH_LAKE");
+    }
+    reset_peak_rss();
+    let (started, cpu) = (Instant::now(), cpu_seconds());
+    for day in 0..30 {
+        let (first, end) = (day * events / 30, (day + 1) * events / 30);
+        let rows: Vec<EventRow> = (first..end).map(|n| event(n, visitors, events)).collect();
+        for chunk in rows.chunks(BATCH) {
+            lake.append(TableKind::Events, spur_lake::events_batch(chunk)?, &[])
+                .await?;
+        }
+        // The day's sessions close after it, with their pageviews' dwell, as the
+        // processor writes them.
+        let sessions = spur_testkit::closed_sessions(&rows);
+        lake.append(
+            TableKind::Sessions,
+            spur_lake::sessions_batch(&sessions)?,
+            &[],
+        )
+        .await?;
+    }
+    line(
+        &format!("generate {events} events"),
+        started.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu,
+        &proc_status("VmHWM"),
+        &format!("{} files", lake.file_count(TableKind::Events)),
+    );
+    Ok(lake)
+}
+
+/// Phases 3–5 on a generated lake of `events` events; returns the step's seconds.
+/// With `require_members`, fails when the sweep leaves every segment empty.
+async fn engine_phases(
+    lake: &mut Lake,
+    events: u64,
+    visitors: u64,
+    step: u64,
+    require_members: bool,
+) -> Result<f64> {
+    let lifecycle = LifecycleConfig {
+        // Single opt-in: the generated sign-ups' marketing grants count at once
+        // (under double opt-in they would wait for the confirmation link's click,
+        // which a generated history cannot make).
+        double_opt_in: false,
+        ..LifecycleConfig::default()
+    };
+    let scoring = ScoringConfig::default();
+    reset_peak_rss();
+    let (started, cpu) = (Instant::now(), cpu_seconds());
+    let mut engine = Engine::load(lake, &lifecycle, &segments(), &scoring).await?;
+    let first = engine.step(lake, AS_OF, false).await?;
+    line(
+        "engine start: state rebuilt, 1st step",
+        started.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu,
+        &proc_status("VmHWM"),
+        &format!(
+            "{} visitors, {} changes",
+            engine.states().len(),
+            first.changes.len()
+        ),
+    );
+
+    reset_peak_rss();
+    let (started, cpu) = (Instant::now(), cpu_seconds());
+    engine.checkpoint(lake, AS_OF).await?;
+    line(
+        "checkpoint (table audience_state)",
+        started.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu,
+        &proc_status("VmHWM"),
+        &format!("{} visitors", engine.states().len()),
+    );
+
+    reset_peak_rss();
+    let (started, cpu) = (Instant::now(), cpu_seconds());
+    let sweep = engine.step(lake, AS_OF, true).await?;
+    let members: Vec<String> = segments()
+        .iter()
+        .map(|s| format!("{} {}", s.name, engine.members(&s.name).count()))
+        .collect();
+    line(
+        "sweep over the state (3 segments)",
+        started.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu,
+        &proc_status("VmHWM"),
+        &format!("{} subjects; {}", sweep.subjects, members.join(", ")),
+    );
+    let total: usize = segments()
+        .iter()
+        .map(|s| engine.members(&s.name).count())
+        .sum();
+    if require_members && total == 0 {
+        bail!("every segment is empty: the generated consent made nobody a member");
+    }
+
+    // New events on the next day, and their sessions closed.
+    let rows: Vec<EventRow> = (events..events + step)
+        .map(|n| event(n, visitors, events))
+        .collect();
+    lake.append(TableKind::Events, spur_lake::events_batch(&rows)?, &[])
+        .await?;
+    let sessions = spur_testkit::closed_sessions(&rows);
+    lake.append(
+        TableKind::Sessions,
+        spur_lake::sessions_batch(&sessions)?,
+        &[],
+    )
+    .await?;
+    reset_peak_rss();
+    let (started, cpu) = (Instant::now(), cpu_seconds());
+    let stepped = engine.step(lake, AS_OF + DAY, false).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    line(
+        &format!("step: {step} new events"),
+        seconds,
+        cpu_seconds() - cpu,
+        &proc_status("VmHWM"),
+        &format!(
+            "{} events, {} subjects, {} changes committed",
+            stepped.events,
+            stepped.subjects,
+            stepped.changes.len()
+        ),
+    );
+    if stepped.events != step {
+        bail!("the step read {} events, not {step}", stepped.events);
+    }
+    Ok(seconds)
+}
+
 fn main() -> Result<()> {
     let events = env_u64("SPUR_BENCH_EVENTS", 10_000_000)?;
     let visitors = env_u64("SPUR_BENCH_VISITORS", 200_000)?;
+    let step = env_u64("SPUR_BENCH_STEP", 10_000)?;
     let python = std::env::var("SPUR_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let temp = tempfile::tempdir()?;
     let root = match std::env::var("SPUR_BENCH_LAKE") {
@@ -269,121 +388,34 @@ fn main() -> Result<()> {
         "phase", "elapsed s", "CPU s", "peak RSS"
     );
 
-    let datafusion_row = runtime.block_on(async {
-        // 1. generate (skipped when the kept lake already holds N events)
-        let mut lake = Lake::open(&root).await?;
-        let ctx = lake.session_context().await?;
-        let have = count(&ctx, "SELECT count(*) FROM events").await?;
-        if have > 0 && count(&ctx, "SELECT count(*) FROM sessions").await? == 0 {
-            bail!("{root} has no sessions (made by an older bench): remove it");
-        }
-        if have != events as i64 {
-            if have != 0 {
-                bail!(
-                    "{root} holds {have} events, not {events}: remove it or unset SPUR_BENCH_LAKE"
-                );
-            }
-            reset_peak_rss();
-            let (started, cpu) = (Instant::now(), cpu_seconds());
-            for day in 0..30 {
-                let (first, end) = (day * events / 30, (day + 1) * events / 30);
-                let rows: Vec<EventRow> =
-                    (first..end).map(|n| event(n, visitors, events)).collect();
-                for chunk in rows.chunks(BATCH) {
-                    lake.append(TableKind::Events, spur_lake::events_batch(chunk)?, &[])
-                        .await?;
-                }
-                // The day's sessions close after it, with their pageviews' dwell, as
-                // the processor writes them.
-                let sessions = spur_testkit::closed_sessions(&rows);
-                lake.append(
-                    TableKind::Sessions,
-                    spur_lake::sessions_batch(&sessions)?,
-                    &[],
-                )
-                .await?;
-            }
-            line(
-                "generate (Lake::append)",
-                started.elapsed().as_secs_f64(),
-                cpu_seconds() - cpu,
-                &proc_status("VmHWM"),
-                &format!("{} files", lake.file_count(TableKind::Events)),
-            );
-        }
-
-        // 2. spur score
+    // 1, 2: the lake, then `spur score`'s SQL on DataFusion.
+    let (spur_seconds, spur_row) = runtime.block_on(async {
+        let mut lake = generate(&root, events, visitors).await?;
         reset_peak_rss();
         let (started, cpu) = (Instant::now(), cpu_seconds());
         let model = Model::new(&ScoringConfig::default())?;
         let ctx = lake.session_context().await?;
-        let views = load_views(&ctx, AS_OF, None).await?;
-        let scores = model.score(&views, AS_OF);
+        let scores = score_all(&ctx, &model, AS_OF).await?;
         write_scores(&mut lake, &scores, AS_OF).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let row = vec![
+            scores.len() as f64,
+            scores.iter().map(|s| s.score).sum::<f64>(),
+            scores.iter().map(|s| s.raw).sum::<f64>(),
+            scores.iter().map(|s| s.views).sum::<i64>() as f64,
+        ];
         line(
-            "spur score",
-            started.elapsed().as_secs_f64(),
+            "spur score (closed-form SQL)",
+            seconds,
             cpu_seconds() - cpu,
             &proc_status("VmHWM"),
-            &format!("{} views, {} scores", views.len(), scores.len()),
+            &format!("{} scores; {row:?}", scores.len()),
         );
-        drop((views, scores));
-
-        // 3. spur segment sweep
-        reset_peak_rss();
-        let (started, cpu) = (Instant::now(), cpu_seconds());
-        let mut engine = Engine::load(
-            &lake,
-            // Single opt-in: the generated sign-ups' marketing grants count at once
-            // (under double opt-in they would wait for the confirmation link's
-            // click, which a generated history cannot make).
-            &LifecycleConfig {
-                double_opt_in: false,
-                ..LifecycleConfig::default()
-            },
-            &segments(),
-            &ScoringConfig::default(),
-        )
-        .await?;
-        let sweep = engine.step(&mut lake, AS_OF, true).await?;
-        let members: Vec<String> = segments()
-            .iter()
-            .map(|s| format!("{} {}", s.name, engine.members(&s.name).count()))
-            .collect();
-        line(
-            "spur segment sweep (3 segments)",
-            started.elapsed().as_secs_f64(),
-            cpu_seconds() - cpu,
-            &proc_status("VmHWM"),
-            &format!("{} subjects; {}", sweep.subjects, members.join(", ")),
-        );
-        let total: usize = segments()
-            .iter()
-            .map(|s| engine.members(&s.name).count())
-            .sum();
-        if total == 0 {
-            bail!("every segment is empty: the generated consent made nobody a member");
-        }
-
-        // 4a. same SQL on DataFusion
-        reset_peak_rss();
-        let (started, cpu) = (Instant::now(), cpu_seconds());
-        let ctx = lake.session_context().await?;
-        let sql = workload_sql(&|t| format!("(CAST({t} AS BIGINT) / 1000)"));
-        let batches = ctx.sql(&sql).await?.collect().await?;
-        let row = first_row(&batches)?;
-        line(
-            "same SQL: DataFusion (Spur)",
-            started.elapsed().as_secs_f64(),
-            cpu_seconds() - cpu,
-            &proc_status("VmHWM"),
-            &format!("result {row:?}"),
-        );
-        anyhow::Ok(row)
+        anyhow::Ok((seconds, row))
     })?;
 
-    // 4b. same SQL on DuckDB
-    let sql = workload_sql(&|t| format!("epoch_ms({t})"));
+    // 2b. the same SQL on DuckDB
+    let sql = workload_sql(&|t| format!("epoch_ms({t})"))?;
     let cpu_before = children_cpu();
     let mut child = std::process::Command::new(&python)
         .args(["-c", DUCKDB_SCRIPT, &root])
@@ -411,24 +443,47 @@ fn main() -> Result<()> {
         .last()
         .and_then(|l| serde_json::from_str(l).ok())
         .with_context(|| format!("DuckDB printed no result: {stdout}"))?;
+    let duck_seconds = result["elapsed"].as_f64().unwrap_or(f64::NAN);
     line(
         "same SQL: DuckDB (Python)",
-        result["elapsed"].as_f64().unwrap_or(f64::NAN),
+        duck_seconds,
         children_cpu() - cpu_before,
         &format!("{} kB", result["maxrss_kb"]),
-        &format!("result {}", result["row"]),
+        &format!(
+            "result {}; Spur/DuckDB time {:.2}x",
+            result["row"],
+            spur_seconds / duck_seconds
+        ),
     );
     // The two engines ran one SQL text over the same files: they must agree.
     let duck: Vec<Option<f64>> = serde_json::from_value(result["row"].clone())
         .with_context(|| format!("DuckDB's row is not numbers: {}", result["row"]))?;
-    let agree = duck.len() == datafusion_row.len()
-        && duck.iter().zip(&datafusion_row).all(|(a, b)| match a {
+    let agree = duck.len() == spur_row.len()
+        && duck.iter().zip(&spur_row).all(|(a, b)| match a {
             None => b.is_nan(),
             Some(a) => (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0),
         });
     if !agree {
-        bail!("DataFusion {datafusion_row:?} and DuckDB {duck:?} disagree");
+        bail!("Spur {spur_row:?} and DuckDB {duck:?} disagree");
     }
+
+    // 3–5 on this lake, 6 on a lake of a tenth of the history.
+    let big = runtime.block_on(async {
+        let mut lake = Lake::open(&root).await?;
+        engine_phases(&mut lake, events, visitors, step, true).await
+    })?;
+    let small_events = (events / 10).max(step);
+    println!("\nthe same against a history of {small_events} events:");
+    let small_dir = tempfile::tempdir()?;
+    let small_root = small_dir.path().to_str().context("temp dir")?.to_owned();
+    let small = runtime.block_on(async {
+        let mut lake = generate(&small_root, small_events, visitors).await?;
+        engine_phases(&mut lake, small_events, visitors, step, false).await
+    })?;
+    println!(
+        "\nstep against {events} events / against {small_events}: {:.2}x (1.0: a step costs what is new)",
+        big / small
+    );
     println!(
         "\nelapsed: wall clock of the phase; CPU s: user+system of this process (DuckDB: of the\n\
          Python child, including its start and the Delta log read); peak RSS: VmHWM reset\n\
@@ -442,21 +497,6 @@ async fn count(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<i
     let batches = ctx.sql(sql).await?.collect().await?;
     let column = cast(batches[0].column(0), &DataType::Int64)?;
     Ok(column.as_primitive::<Int64Type>().value(0))
-}
-
-fn first_row(batches: &[datafusion::arrow::array::RecordBatch]) -> Result<Vec<f64>> {
-    let batch = batches.first().context("no result")?;
-    (0..batch.num_columns())
-        .map(|i| {
-            let column = cast(batch.column(i), &DataType::Float64)?;
-            let column = column.as_primitive::<Float64Type>();
-            Ok(if column.is_null(0) {
-                f64::NAN
-            } else {
-                column.value(0)
-            })
-        })
-        .collect()
 }
 
 /// User + system CPU seconds of this process's waited-for children.

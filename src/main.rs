@@ -299,7 +299,7 @@ async fn run(mut settings: Settings, command: Command) -> anyhow::Result<()> {
             } else {
                 let s = score::run(&root, scoring, as_of).await?;
                 println!(
-                    "scored {} subjects, {} topics: {} rows from {} views (scores version {:?})",
+                    "scored {} subjects, {} topics: {} rows from {} topic views (scores version {:?})",
                     s.subjects, s.topics, s.rows, s.views, s.version
                 );
             }

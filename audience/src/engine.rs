@@ -1,21 +1,30 @@
 //! [`Engine`]: segment membership, kept current by evaluating the subjects of new
 //! events (a *step*) and, now and then, every subject (a *sweep*).
 //!
-//! **State** lives in the lake: table `segment_changes` is the membership history
-//! (the latest change per segment and subject says whether it is a member), and each
-//! commit to it carries, per Kafka partition of the events topic, the last event
-//! offset its evaluation covered (`txn` app id `spur-segments-events-<partition>`).
-//! Changes and the position they were decided at are one atomic commit, so after a
-//! crash the engine resumes exactly where the last commit left it and re-decides the
-//! rest identically: nothing is emitted twice, nothing is skipped.
+//! **State.** The engine keeps each visitor's profile inputs and decayed interest in
+//! memory ([`crate::state`]), updated from the events past its position and from the
+//! dwell times of newly closed sessions: a step costs what is new, never history.
+//! A subject's profile is the fold of its visitors' states (identity from the
+//! ledger), so merges and splits need no state moved. The state is checkpointed to
+//! table `audience_state` with the position it reflects ([`Engine::checkpoint`]: the
+//! segment service calls it every [`CHECKPOINT_INTERVAL_MS`] and after every sweep);
+//! without a checkpoint it is rebuilt once from the lake with the closed-form SQL
+//! ([`crate::state::store`]).
 //!
-//! **A step** does nothing while the `events` table's version is unchanged; else it
-//! finds the events past those offsets, takes their subjects (and their
-//! visitor ids as subjects, so an anonymous subject that became identified leaves
-//! its segments), rebuilds those subjects' profiles from their whole history and
-//! compares each segment's condition with the current membership. **A sweep** does
-//! the same for every subject and every current member: scores decay and conditions
-//! on time change without new events.
+//! **Membership** lives in the lake: table `segment_changes` is the membership history
+//! (the latest change per segment and subject says whether it is a member). Each
+//! commit to it carries the event offsets its decisions reflect (`txn` app id
+//! `spur-segments-events-<partition>`) and the ledger position. Decisions compare a
+//! profile with that membership, so after a crash — state from an older checkpoint,
+//! the events since read again — the same subjects are evaluated again and nothing
+//! already committed is emitted twice, nothing is skipped.
+//!
+//! **A step** does nothing while `events`, `sessions` and `ledger` are unchanged; else
+//! it updates the state, takes the subjects of the touched visitors (and those
+//! visitors as subjects, so an anonymous subject that became identified leaves its
+//! segments) and of new ledger entries, and compares each segment's condition with the
+//! current membership. **A sweep** evaluates every subject from the state — O(subjects),
+//! no read of `events` — so decayed scores and conditions on time take effect.
 //!
 //! A subject is in a segment when its profile satisfies the segment's condition *and*
 //! it has valid marketing consent (the consent ledger; changes go to the mailing
@@ -25,21 +34,26 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
 use spur_lake::positions::{
-    SEGMENTS_LEDGER_APP_ID, event_partitions, new_positions, past_positions, segments_app_id,
+    SEGMENTS_LEDGER_APP_ID, event_partitions, past_positions, segments_app_id,
 };
-use spur_lake::read::{booleans, collect, int64s, quote, strings};
+use spur_lake::read::{booleans, collect, int32s, int64s, strings};
 use spur_lake::{Lake, TableKind, erased_digests, id_digest, segment_changes_batch};
 use tracing::{debug, info};
 
 use crate::change::{Change, ChangeKind, grant_reason};
 use crate::config::{LifecycleConfig, SegmentDef};
 use crate::error::{Error, Result};
-use crate::identity::SUBJECTS_SQL;
+use crate::identity::{LINKS_SQL, consent_sql};
 use crate::ledger::Ledger;
-use crate::profile::{PROFILES, profiles};
+use crate::profile::{PROFILES, profiles_from_state, purchase_condition};
 use crate::score::{Model, ScoringConfig};
+use crate::state::store::{self, Position};
+use crate::state::{Observed, Subjects, VisitorState, fold};
 
 /// What one step or sweep did.
 #[derive(Debug, Clone, Default)]
@@ -80,7 +94,21 @@ pub struct Engine {
     ledger_version_seen: Option<i64>,
     /// Subject → when its last confirmation request was decided, ms.
     requested: HashMap<String, i64>,
+    /// Every visitor's state, and where it stands.
+    states: HashMap<String, VisitorState>,
+    position: Position,
+    /// Who each visitor is, from the ledger (reloaded when the ledger changes).
+    subjects: Subjects,
+    /// Subject → marketing-consent state (`crate::identity::consent_sql`).
+    consent: HashMap<String, String>,
+    /// When the state was last checkpointed (`None`: it never was, or it was rebuilt
+    /// and not yet saved).
+    checkpointed_at: Option<i64>,
 }
+
+/// How often the state is checkpointed to table `audience_state` (and after every
+/// sweep). A restart reads the events since the last checkpoint again.
+pub const CHECKPOINT_INTERVAL_MS: i64 = 5 * 60 * 1000;
 
 impl Engine {
     /// Loads membership and position from the lake, and checks every lifecycle rule
@@ -160,7 +188,45 @@ impl Engine {
                 }
             }
         }
+        let (states, position, checkpointed_at) = match store::load(lake, &ctx).await? {
+            Some((states, position)) => (
+                states,
+                position,
+                Some(chrono::Utc::now().timestamp_millis()),
+            ),
+            None => {
+                // No checkpoint: the state of everything in the lake, once.
+                let position = Position {
+                    events: current_positions(&ctx).await?,
+                    sessions: lake.version(TableKind::Sessions)?,
+                };
+                let newest = collect(
+                    &ctx,
+                    "SELECT CAST(max(event_time) AS BIGINT) / 1000 AS t FROM events",
+                )
+                .await?;
+                let newest = newest
+                    .first()
+                    .filter(|b| b.num_rows() > 0)
+                    .map(|b| int64s(b, "t"))
+                    .transpose()?
+                    .map_or(0, |t| t[0]);
+                // As of the newest event: every event counts, and the state's
+                // reference time is not ahead of the evaluations to come.
+                let states = store::rebuild(&ctx, &model, lifecycle, newest).await?;
+                info!(
+                    visitors = states.len(),
+                    "audience state rebuilt from the lake"
+                );
+                (states, position, None)
+            }
+        };
         let engine = Engine {
+            states,
+            position,
+            subjects: Subjects::default(),
+            consent: HashMap::new(),
+            checkpointed_at,
             ledger_seen,
             ledger_version_seen: None,
             requested,
@@ -174,7 +240,7 @@ impl Engine {
             ledger: Ledger::load(lake).await?,
             erasures_seen: None,
         };
-        engine.check_conditions(&ctx).await?;
+        engine.check_conditions().await?;
         info!(
             segments = engine.segments.len(),
             members = engine.members.values().map(BTreeSet::len).sum::<usize>(),
@@ -201,8 +267,8 @@ impl Engine {
 
     /// Plans each rule and condition on an empty profile relation, so a typo fails
     /// at start-up with the segment's name instead of at the first evaluation.
-    async fn check_conditions(&self, lake: &SessionContext) -> Result<()> {
-        let ctx = profiles(lake, &self.lifecycle, &self.model, 0, Some(&[])).await?;
+    async fn check_conditions(&self) -> Result<()> {
+        let ctx = profiles_from_state(&[], &self.lifecycle, &self.model).await?;
         ctx.sql(&format!("SELECT stage FROM {PROFILES}"))
             .await
             .map_err(|e| Error::Config(format!("lifecycle.stages: {e}")))?;
@@ -217,29 +283,42 @@ impl Engine {
         Ok(())
     }
 
-    /// `kafka_offset` beyond the engine's position in the row's partition.
-    fn new_rows(&self) -> String {
-        past_positions(&self.watermarks)
-    }
-
-    /// Evaluates the subjects of events past the position (`full = false`) or every
-    /// subject (`full = true`) as of `now_ms`, and commits the resulting changes with
-    /// the new position in one commit. On error nothing changed: call
-    /// [`Engine::load`] again before the next step (another writer may have
-    /// committed).
+    /// Evaluates the subjects of what is new (`full = false`) or every subject (`full =
+    /// true`) as of `now_ms`, and commits the resulting changes with the new position
+    /// in one commit. On error nothing changed: call [`Engine::load`] again before the
+    /// next step (another writer may have committed).
     pub async fn step(&mut self, lake: &mut Lake, now_ms: i64, full: bool) -> Result<StepSummary> {
-        // Links and consents first: the profiles below read them.
+        // Links and consents first: the profiles below read them. This refreshes
+        // the lake (`sessions` before `events`).
         self.ledger.step(lake, now_ms).await?;
         let erased = self.forget_erased(lake).await?;
         let events_version = lake.version(TableKind::Events)?;
         let ledger_version = lake.version(TableKind::Ledger)?;
+        let sessions_version = lake.version(TableKind::Sessions)?;
         let ledger_changed = self.ledger_version_seen != Some(ledger_version);
-        if !full && self.events_seen == Some(events_version) && !ledger_changed {
+        if !full
+            && self.events_seen == Some(events_version)
+            && !ledger_changed
+            && self.position.sessions == sessions_version
+        {
             return Ok(StepSummary::default());
         }
         let ctx = lake.session_context().await?;
-        let new_rows = self.new_rows();
-        let (marks, events) = new_positions(&ctx, &new_rows).await?;
+        // Subjects whose visitors changed (a link to another person, a split): the
+        // subject a visitor left must be evaluated too.
+        let regrouped = if ledger_changed || self.ledger_version_seen.is_none() {
+            self.load_identity(&ctx).await?
+        } else {
+            BTreeSet::new()
+        };
+
+        // The state follows the new events and the dwell of newly closed sessions.
+        let mut position = self.position.clone();
+        let (mut touched, events) = self.observe_events(&ctx, &mut position).await?;
+        touched.extend(self.settle_dwell(lake, &mut position).await?);
+        for visitor_state in self.states.values_mut() {
+            visitor_state.expire_pending(now_ms - store::PENDING_HORIZON_MS);
+        }
         // Ledger entries past the position: operator entries (a withdrawal by the
         // mailer, a split) come without any event, and grants may need a request.
         let entries = if ledger_changed || full {
@@ -247,55 +326,48 @@ impl Engine {
         } else {
             Vec::new()
         };
-        if !full && marks.is_empty() && entries.is_empty() {
-            self.events_seen = Some(events_version);
-            self.ledger_version_seen = Some(ledger_version);
-            return Ok(StepSummary::default());
-        }
 
         // The subjects to evaluate.
+        let candidates_all: BTreeSet<String>;
         let affected: Option<BTreeSet<String>> = if full {
             None
         } else {
             let mut set = BTreeSet::new();
-            for batch in &collect(
-                &ctx,
-                &format!(
-                    "SELECT DISTINCT s.subject_id AS subject_id, e.visitor_id AS visitor_id
-                     FROM events e JOIN ({SUBJECTS_SQL}) s ON s.visitor_id = e.visitor_id
-                     WHERE {new_rows}"
-                ),
-            )
-            .await?
-            {
-                set.extend(strings(batch, "subject_id")?.into_iter().flatten());
-                set.extend(strings(batch, "visitor_id")?.into_iter().flatten());
+            for visitor in &touched {
+                set.insert(self.subjects.subject_of(visitor).to_owned());
+                set.insert(visitor.clone());
             }
-            set.extend(entries.iter().filter_map(|e| e.subject_id.clone()));
+            set.extend(regrouped);
+            for entry in &entries {
+                set.extend(entry.subject_id.iter().cloned());
+                if let Some(visitor) = &entry.visitor_id {
+                    set.insert(self.subjects.subject_of(visitor).to_owned());
+                    set.insert(visitor.clone());
+                }
+            }
             Some(set)
         };
-        let list: Option<Vec<String>> = affected.as_ref().map(|s| s.iter().cloned().collect());
-        let profiles_ctx =
-            profiles(&ctx, &self.lifecycle, &self.model, now_ms, list.as_deref()).await?;
-        let evaluation = self.evaluate(&profiles_ctx).await?;
+        let list: Vec<String> = match &affected {
+            Some(set) => set.iter().cloned().collect(),
+            None => {
+                candidates_all = self
+                    .states
+                    .keys()
+                    .map(|v| self.subjects.subject_of(v).to_owned())
+                    .collect();
+                candidates_all.iter().cloned().collect()
+            }
+        };
+        let evaluation = self.evaluate(&list, now_ms).await?;
 
         // Candidates: the evaluated subjects, and for a sweep every current member.
-        let mut candidates: BTreeSet<String> = match affected {
-            Some(set) => set,
-            None => evaluation.keys().cloned().collect(),
-        };
+        let mut candidates: BTreeSet<String> = list.into_iter().collect();
         if full {
             for members in self.members.values() {
                 candidates.extend(members.iter().cloned());
             }
         }
         candidates.retain(|s| !erased.contains(&id_digest(s)));
-        let vanished: Vec<String> = candidates
-            .iter()
-            .filter(|s| !evaluation.contains_key(*s) && self.is_member_anywhere(s))
-            .cloned()
-            .collect();
-        let merged = merged_visitors(&ctx, &vanished).await?;
 
         let mut changes = Vec::new();
         let mut seq = self.next_seq;
@@ -315,7 +387,9 @@ impl Engine {
                         let reason = match profile {
                             Some(p) if !p.consent && p.unsubscribed => "unsubscribed",
                             Some(p) if !p.consent => "consent_withdrawn",
-                            None if merged.contains(subject) => "subject_merged",
+                            None if self.subjects.person_of.contains_key(subject) => {
+                                "subject_merged"
+                            }
                             _ => "no_longer_matched",
                         };
                         decide(&segment.name, subject, ChangeKind::Exited, reason);
@@ -340,7 +414,7 @@ impl Engine {
         let interval =
             i64::try_from(self.lifecycle.confirmation_interval.as_millis()).unwrap_or(i64::MAX);
         for (subject, grant) in &requests {
-            let confirmed = evaluation.get(*subject).is_some_and(|p| p.consent);
+            let confirmed = self.consent.get(*subject).is_some_and(|c| c == "granted");
             let recent = self
                 .requested
                 .get(*subject)
@@ -365,51 +439,51 @@ impl Engine {
             }
         }
 
-        let mut watermarks = self.watermarks.clone();
-        watermarks.extend(marks.iter().map(|(p, o)| (*p, *o)));
         let ledger_seen = entries.last().map_or(self.ledger_seen, |e| e.seq);
         let summary_subjects = evaluation.len();
-        if changes.is_empty() && watermarks == self.watermarks {
-            // Entries that decided nothing need no commit: after a restart they are
-            // read again and decide nothing again.
-            self.events_seen = Some(events_version);
-            self.ledger_version_seen = Some(ledger_version);
-            self.ledger_seen = ledger_seen;
-            return Ok(StepSummary {
-                full,
-                subjects: summary_subjects,
-                events,
-                ..StepSummary::default()
-            });
-        }
-        let rows: Vec<_> = changes.iter().map(Change::to_row).collect();
-        let batch = segment_changes_batch(&rows)?;
-        let mut txns: Vec<(String, i64)> = marks
-            .iter()
-            .map(|(p, o)| (segments_app_id(*p), *o))
-            .collect();
-        txns.push((SEGMENTS_LEDGER_APP_ID.to_owned(), ledger_seen));
-        let version = lake.append(TableKind::SegmentChanges, batch, &txns).await?;
-
-        // Committed: now the in-memory state follows.
-        for change in &changes {
-            let members = self.members.entry(change.segment.clone()).or_default();
-            match change.change {
-                ChangeKind::Entered => members.insert(change.subject_id.clone()),
-                ChangeKind::Exited => members.remove(&change.subject_id),
-                ChangeKind::ConfirmationRequested => {
-                    self.requested
-                        .insert(change.subject_id.clone(), change.at_ms);
-                    false
-                }
-            };
-        }
-        self.members.retain(|_, m| !m.is_empty());
-        self.next_seq += i64::try_from(changes.len()).unwrap_or(i64::MAX);
-        self.watermarks = watermarks;
+        self.position = position;
         self.events_seen = Some(events_version);
         self.ledger_version_seen = Some(ledger_version);
-        self.ledger_seen = ledger_seen;
+        // The decisions' position only rises (after a restart the state replays from
+        // an older checkpoint).
+        let mut watermarks = self.watermarks.clone();
+        for (p, o) in &self.position.events {
+            let mark = watermarks.entry(*p).or_insert(*o);
+            *mark = (*mark).max(*o);
+        }
+        let version = if changes.is_empty() && watermarks == self.watermarks {
+            // Entries that decided nothing need no commit: after a restart they are
+            // read again and decide nothing again.
+            self.ledger_seen = ledger_seen;
+            None
+        } else {
+            let rows: Vec<_> = changes.iter().map(Change::to_row).collect();
+            let batch = segment_changes_batch(&rows)?;
+            let mut txns: Vec<(String, i64)> = watermarks
+                .iter()
+                .map(|(p, o)| (segments_app_id(*p), *o))
+                .collect();
+            txns.push((SEGMENTS_LEDGER_APP_ID.to_owned(), ledger_seen));
+            let version = lake.append(TableKind::SegmentChanges, batch, &txns).await?;
+            // Committed: now the in-memory membership follows.
+            for change in &changes {
+                let members = self.members.entry(change.segment.clone()).or_default();
+                match change.change {
+                    ChangeKind::Entered => members.insert(change.subject_id.clone()),
+                    ChangeKind::Exited => members.remove(&change.subject_id),
+                    ChangeKind::ConfirmationRequested => {
+                        self.requested
+                            .insert(change.subject_id.clone(), change.at_ms);
+                        false
+                    }
+                };
+            }
+            self.members.retain(|_, m| !m.is_empty());
+            self.next_seq += i64::try_from(changes.len()).unwrap_or(i64::MAX);
+            self.watermarks = watermarks;
+            self.ledger_seen = ledger_seen;
+            Some(version)
+        };
         debug!(
             full,
             subjects = summary_subjects,
@@ -423,8 +497,210 @@ impl Engine {
             subjects: summary_subjects,
             events,
             changes,
-            version: Some(version),
+            version,
         })
+    }
+
+    /// Whether the state should be checkpointed now: it never was since it was
+    /// rebuilt, or [`CHECKPOINT_INTERVAL_MS`] have passed.
+    pub fn checkpoint_due(&self, now_ms: i64) -> bool {
+        self.checkpointed_at
+            .is_none_or(|at| now_ms.saturating_sub(at) >= CHECKPOINT_INTERVAL_MS)
+    }
+
+    /// Saves the state and its position to table `audience_state` (one commit that
+    /// replaces the previous checkpoint). The caller decides when: the segment
+    /// service after a step when [`Engine::checkpoint_due`] and after every sweep.
+    pub async fn checkpoint(&mut self, lake: &mut Lake, now_ms: i64) -> Result<()> {
+        store::save(lake, &self.states, &self.position, now_ms).await?;
+        self.checkpointed_at = Some(now_ms);
+        debug!(visitors = self.states.len(), "audience state checkpointed");
+        Ok(())
+    }
+
+    /// Every visitor's state (for tests and verification against a rebuild).
+    pub fn states(&self) -> &HashMap<String, VisitorState> {
+        &self.states
+    }
+
+    /// Reloads who each visitor is and every subject's marketing consent from the
+    /// ledger. Returns the subjects a visitor left or joined.
+    async fn load_identity(&mut self, ctx: &SessionContext) -> Result<BTreeSet<String>> {
+        let mut links = Vec::new();
+        for batch in &collect(ctx, LINKS_SQL).await? {
+            let (visitor, subject) = (strings(batch, "visitor_id")?, strings(batch, "subject_id")?);
+            links.extend(
+                visitor
+                    .into_iter()
+                    .zip(subject)
+                    .filter_map(|(v, s)| Some((v?, s?))),
+            );
+        }
+        let subjects = Subjects::new(links);
+        let mut regrouped = BTreeSet::new();
+        for visitor in self
+            .subjects
+            .person_of
+            .keys()
+            .chain(subjects.person_of.keys())
+        {
+            let (before, after) = (
+                self.subjects.subject_of(visitor),
+                subjects.subject_of(visitor),
+            );
+            if before != after {
+                regrouped.insert(before.to_owned());
+                regrouped.insert(after.to_owned());
+            }
+        }
+        self.subjects = subjects;
+        self.consent.clear();
+        for batch in &collect(ctx, &consent_sql(self.lifecycle.double_opt_in)).await? {
+            let (subject, state) = (
+                strings(batch, "subject_id")?,
+                strings(batch, "consent_state")?,
+            );
+            for (subject, state) in subject.into_iter().zip(state) {
+                if let (Some(subject), Some(state)) = (subject, state) {
+                    self.consent.insert(subject, state);
+                }
+            }
+        }
+        Ok(regrouped)
+    }
+
+    /// Counts the events past `position` into the visitors' states and moves the
+    /// position past them. Returns the visitors with human events and how many events
+    /// there were.
+    async fn observe_events(
+        &mut self,
+        ctx: &SessionContext,
+        position: &mut Position,
+    ) -> Result<(BTreeSet<String>, u64)> {
+        let purchase = purchase_condition(&self.lifecycle);
+        let batches = ctx
+            .sql(&format!(
+                "SELECT e.visitor_id AS subject_id, e.event_id AS event_id,
+                        CAST(e.event_time AS BIGINT) / 1000 AS time_ms,
+                        CAST(NULL AS BIGINT) AS dwell_ms, e.topics AS topics, e.path AS path,
+                        e.event_type AS event_type, e.session_id AS session_id,
+                        e.event_type = 'identify' AND e.email_hash IS NOT NULL AS identifies,
+                        COALESCE({purchase}, false) AS purchase, e.country AS country,
+                        e.is_bot AS is_bot, e.kafka_partition AS kafka_partition,
+                        e.kafka_offset AS kafka_offset
+                 FROM events e WHERE {}
+                 ORDER BY e.kafka_partition, e.kafka_offset",
+                past_positions(&position.events)
+            ))
+            .await
+            .map_err(Error::Query)?
+            .collect()
+            .await
+            .map_err(Error::Query)?;
+        let mut touched = BTreeSet::new();
+        let mut events = 0u64;
+        for batch in &batches {
+            let mut views = Vec::with_capacity(batch.num_rows());
+            crate::score::sql::read_views(batch, &mut views).map_err(Error::Query)?;
+            let (kind, session) = (strings(batch, "event_type")?, strings(batch, "session_id")?);
+            let (identifies, purchase) =
+                (booleans(batch, "identifies")?, booleans(batch, "purchase")?);
+            let (country, bot) = (strings(batch, "country")?, booleans(batch, "is_bot")?);
+            let (partition, offset) = (
+                int32s(batch, "kafka_partition")?,
+                int64s(batch, "kafka_offset")?,
+            );
+            for (i, view) in views.iter().enumerate() {
+                events += 1;
+                if let Some(p) = partition[i] {
+                    let mark = position.events.entry(p).or_insert(offset[i]);
+                    *mark = (*mark).max(offset[i]);
+                }
+                if bot[i] {
+                    continue;
+                }
+                let kind = kind[i].as_deref().unwrap_or_default();
+                let topics = if kind == "pageview" {
+                    self.model
+                        .topics(view)
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let observed = Observed {
+                    event_id: &view.event_id,
+                    time_ms: view.time_ms,
+                    event_type: kind,
+                    session_id: session[i].as_deref().unwrap_or_default(),
+                    identifies: identifies[i],
+                    purchase: purchase[i],
+                    country: country[i].as_deref(),
+                    topics,
+                };
+                self.states
+                    .entry(view.subject.clone())
+                    .or_default()
+                    .observe(&observed, &self.model);
+                touched.insert(view.subject.clone());
+            }
+        }
+        Ok((touched, events))
+    }
+
+    /// Settles the dwell times of the sessions closed since `position`'s `sessions`
+    /// version and moves it. Returns the visitors whose interest changed.
+    async fn settle_dwell(
+        &mut self,
+        lake: &Lake,
+        position: &mut Position,
+    ) -> Result<BTreeSet<String>> {
+        let mut touched = BTreeSet::new();
+        if lake.version(TableKind::Sessions)? == position.sessions {
+            return Ok(touched);
+        }
+        let (batches, version) = lake
+            .appended_since(
+                TableKind::Sessions,
+                position.sessions,
+                &["visitor_id", "is_bot", "pageview_dwell"],
+            )
+            .await?;
+        for batch in &batches {
+            let (visitors, bots) = (strings(batch, "visitor_id")?, booleans(batch, "is_bot")?);
+            let Some(dwell) = batch.column_by_name("pageview_dwell") else {
+                continue;
+            };
+            let dwell = dwell.as_list::<i32>();
+            for (row, visitor) in visitors.iter().enumerate() {
+                let (Some(visitor), false) = (visitor, bots[row]) else {
+                    continue;
+                };
+                let Some(state) = self.states.get_mut(visitor) else {
+                    continue;
+                };
+                if dwell.is_null(row) {
+                    continue;
+                }
+                let items = dwell.value(row);
+                let items = items.as_struct();
+                let ids =
+                    cast(items.column(0), &DataType::Utf8).map_err(|e| Error::Query(e.into()))?;
+                let ids = ids.as_string::<i32>();
+                let ms = items.column(1).as_primitive::<Int64Type>();
+                let mut settled = false;
+                for i in 0..items.len() {
+                    let dwell_ms = ms.is_valid(i).then(|| ms.value(i));
+                    settled |= state.settle(ids.value(i), dwell_ms, &self.model);
+                }
+                if settled {
+                    touched.insert(visitor.clone());
+                }
+            }
+        }
+        position.sessions = version;
+        Ok(touched)
     }
 
     /// Drops erased subjects from the membership without a change (there is nobody
@@ -441,19 +717,30 @@ impl Engine {
             for members in self.members.values_mut() {
                 members.retain(|s| !erased.contains(&id_digest(s)));
             }
+            self.states.retain(|v, _| !erased.contains(&id_digest(v)));
             self.members.retain(|_, m| !m.is_empty());
             self.erasures_seen = Some(version);
         }
         Ok(erased)
     }
 
-    fn is_member_anywhere(&self, subject: &str) -> bool {
-        self.members.values().any(|m| m.contains(subject))
-    }
-
-    /// Every profile's consent and, per configured segment, whether its condition
-    /// holds.
-    async fn evaluate(&self, ctx: &SessionContext) -> Result<BTreeMap<String, Evaluated>> {
+    /// The profiles of `subjects` from the state (those with at least one visitor
+    /// state) and, per configured segment, whether its condition holds, as of `now_ms`.
+    async fn evaluate(
+        &self,
+        subjects: &[String],
+        now_ms: i64,
+    ) -> Result<BTreeMap<String, Evaluated>> {
+        let mut rows = Vec::with_capacity(subjects.len());
+        for subject in subjects {
+            let visitors = self.subjects.members(subject, &self.states);
+            if visitors.is_empty() {
+                continue;
+            }
+            let profile = fold(visitors, now_ms, &self.model);
+            rows.push((subject.clone(), profile, self.consent.get(subject).cloned()));
+        }
+        let ctx = profiles_from_state(&rows, &self.lifecycle, &self.model).await?;
         let mut sql = String::from("SELECT subject_id, consent_marketing, consent_state");
         for (index, segment) in self.segments.iter().enumerate() {
             sql.push_str(&format!(
@@ -463,7 +750,7 @@ impl Engine {
         }
         sql.push_str(&format!(" FROM {PROFILES}"));
         let mut out = BTreeMap::new();
-        for batch in &collect(ctx, &sql).await? {
+        for batch in &collect(&ctx, &sql).await? {
             let subjects = strings(batch, "subject_id")?;
             let consent = booleans(batch, "consent_marketing")?;
             let state = strings(batch, "consent_state")?;
@@ -504,6 +791,7 @@ struct Entry {
     kind: String,
     purpose: Option<String>,
     subject_id: Option<String>,
+    visitor_id: Option<String>,
 }
 
 /// The ledger entries after seq `after`, in order (redacted ones have no content).
@@ -512,7 +800,7 @@ async fn ledger_after(ctx: &SessionContext, after: i64) -> Result<Vec<Entry>> {
     for batch in &collect(
         ctx,
         &format!(
-            "SELECT seq, kind, purpose, subject_id FROM ledger
+            "SELECT seq, kind, purpose, subject_id, visitor_id FROM ledger
              WHERE seq > {after} AND erased = false ORDER BY seq"
         ),
     )
@@ -522,36 +810,35 @@ async fn ledger_after(ctx: &SessionContext, after: i64) -> Result<Vec<Entry>> {
         let kind = strings(batch, "kind")?;
         let purpose = strings(batch, "purpose")?;
         let subject = strings(batch, "subject_id")?;
+        let visitor = strings(batch, "visitor_id")?;
         for i in 0..batch.num_rows() {
             out.push(Entry {
                 seq: seq[i],
                 kind: kind[i].clone().unwrap_or_default(),
                 purpose: purpose[i].clone(),
                 subject_id: subject[i].clone(),
+                visitor_id: visitor[i].clone(),
             });
         }
     }
     Ok(out)
 }
 
-/// Those of `subjects` that are visitor ids now belonging to an identified subject.
-async fn merged_visitors(ctx: &SessionContext, subjects: &[String]) -> Result<HashSet<String>> {
-    if subjects.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let list: Vec<String> = subjects.iter().map(|s| quote(s)).collect();
-    let mut merged = HashSet::new();
+/// The last offset per partition of the events topic in `events`.
+async fn current_positions(ctx: &SessionContext) -> Result<BTreeMap<i32, i64>> {
+    let mut out = BTreeMap::new();
     for batch in &collect(
         ctx,
-        &format!(
-            "SELECT visitor_id FROM ({SUBJECTS_SQL}) WHERE subject_id <> visitor_id
-             AND visitor_id IN ({})",
-            list.join(", ")
-        ),
+        "SELECT kafka_partition, max(kafka_offset) AS kafka_offset FROM events GROUP BY kafka_partition",
     )
     .await?
     {
-        merged.extend(strings(batch, "visitor_id")?.into_iter().flatten());
+        let (partition, offset) = (int32s(batch, "kafka_partition")?, int64s(batch, "kafka_offset")?);
+        for (p, o) in partition.into_iter().zip(offset) {
+            if let Some(p) = p {
+                out.insert(p, o);
+            }
+        }
     }
-    Ok(merged)
+    Ok(out)
 }

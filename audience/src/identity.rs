@@ -34,7 +34,7 @@ pub const SUBJECTS_SQL: &str = concat!(
 /// `granted` (valid: may receive mailings), `pending` (granted, double opt-in not yet
 /// confirmed), `withdrawn`, `unsubscribed`; subjects without any marketing entry are
 /// absent. Entries count for the subject they name, else for the person their
-/// visitor is linked to now. With `double_opt_in`, a grant is valid only after a
+/// visitor is linked to now, else for the visitor. Reads only the ledger. With `double_opt_in`, a grant is valid only after a
 /// `confirm` that is later than every withdrawal.
 pub fn consent_sql(double_opt_in: bool) -> String {
     format!(
@@ -49,9 +49,9 @@ pub fn consent_sql(double_opt_in: bool) -> String {
                 last_value(kind ORDER BY at, seq)
                     FILTER (WHERE kind IN ('confirm', 'withdraw', 'unsubscribe')) AS last_doi
             FROM (
-                SELECT COALESCE(c.subject_id, s.subject_id, c.visitor_id) AS subject_id,
+                SELECT COALESCE(c.subject_id, l.subject_id, c.visitor_id) AS subject_id,
                        c.kind, c.at, c.seq
-                FROM ledger c LEFT JOIN ({SUBJECTS_SQL}) s ON s.visitor_id = c.visitor_id
+                FROM ledger c LEFT JOIN ({LINKS_SQL}) l ON l.visitor_id = c.visitor_id
                 WHERE c.purpose = 'marketing' AND c.erased = false
                   AND c.kind IN ('grant', 'confirm', 'withdraw', 'unsubscribe'))
             GROUP BY subject_id)",

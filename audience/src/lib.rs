@@ -25,6 +25,7 @@ pub mod identity;
 pub mod ledger;
 pub mod profile;
 pub mod score;
+pub mod state;
 pub mod views;
 
 pub use change::{Change, ChangeKind};

@@ -1,5 +1,7 @@
 //! Profiles: one row per subject with everything segment conditions and lifecycle
-//! rules may test. Built from the lake for a set of subjects (or all), bots excluded.
+//! rules may test, bots excluded. Two builders of the same columns: [`profile_sql`]
+//! over the events (the analysts' view `profiles`) and [`profiles_from_state`] from
+//! the segment engine's incremental state (`crate::state`).
 //!
 //! | column | type | meaning |
 //! |---|---|---|
@@ -33,14 +35,15 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
-use datafusion::prelude::{SessionContext, col, in_list, lit};
+use datafusion::prelude::SessionContext;
 
 use spur_lake::read::quote;
 
 use crate::config::LifecycleConfig;
 use crate::error::{Error, Result};
 use crate::identity::{SUBJECTS_SQL, consent_sql};
-use crate::score::{Model, load_views};
+use crate::score::Model;
+use crate::state::Profile;
 
 /// Name of the profile relation conditions are evaluated against.
 pub const PROFILES: &str = "profiles";
@@ -93,40 +96,118 @@ fn base_sql(lifecycle: &LifecycleConfig) -> String {
     )
 }
 
-/// Builds the profiles of `subjects` (all subjects when `None`) as of `as_of_ms` from
-/// a session over the lake, and returns a fresh session in which they are the
-/// relation [`PROFILES`] (with `stage`).
-pub async fn profiles(
-    lake: &SessionContext,
+/// The profiles of `subjects` — each subject's folded state
+/// ([`crate::state::fold`]) and its marketing-consent state — as a fresh session in
+/// which they are the relation [`PROFILES`] (with `stage`, and `interest` as scores):
+/// the columns of [`profile_sql`] plus `interest`.
+pub async fn profiles_from_state(
+    subjects: &[(String, Profile, Option<String>)],
     lifecycle: &LifecycleConfig,
     model: &Model,
-    as_of_ms: i64,
-    subjects: Option<&[String]>,
 ) -> Result<SessionContext> {
-    let mut frame = lake
-        .sql(&profile_sql(lifecycle))
-        .await
-        .map_err(|e| Error::Config(format!("lifecycle: {e}")))?;
-    if let Some(subjects) = subjects {
-        let list = subjects.iter().map(|s| lit(s.as_str())).collect();
-        frame = frame
-            .filter(in_list(col("subject_id"), list, false))
+    use datafusion::arrow::array::{
+        BooleanArray, Int64Array, StringArray, TimestampMicrosecondArray,
+    };
+    use datafusion::arrow::datatypes::TimeUnit;
+    let micros = |get: &dyn Fn(&Profile) -> Option<i64>| -> ArrayRef {
+        Arc::new(
+            subjects
+                .iter()
+                .map(|(_, p, _)| get(p).map(|ms| ms.saturating_mul(1_000)))
+                .collect::<TimestampMicrosecondArray>()
+                .with_timezone("UTC"),
+        )
+    };
+    let ints = |get: &dyn Fn(&Profile) -> i64| -> ArrayRef {
+        Arc::new(
+            subjects
+                .iter()
+                .map(|(_, p, _)| get(p))
+                .collect::<Int64Array>(),
+        )
+    };
+    let state = |c: &Option<String>| c.clone().unwrap_or_else(|| "none".to_owned());
+    let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let fields = vec![
+        Field::new("subject_id", DataType::Utf8, false),
+        Field::new("identified", DataType::Boolean, false),
+        Field::new("first_seen", timestamp.clone(), true),
+        Field::new("last_seen", timestamp.clone(), true),
+        Field::new("events", DataType::Int64, false),
+        Field::new("pageviews", DataType::Int64, false),
+        Field::new("sessions", DataType::Int64, false),
+        Field::new("purchases", DataType::Int64, false),
+        Field::new("first_purchase", timestamp.clone(), true),
+        Field::new("last_purchase", timestamp, true),
+        Field::new("consent_marketing", DataType::Boolean, false),
+        Field::new("consent_state", DataType::Utf8, false),
+        Field::new("country", DataType::Utf8, true),
+    ];
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            subjects.iter().map(|(s, _, _)| s),
+        )),
+        Arc::new(
+            subjects
+                .iter()
+                .map(|(_, p, _)| Some(p.identified))
+                .collect::<BooleanArray>(),
+        ),
+        micros(&|p| p.first_seen),
+        micros(&|p| p.last_seen),
+        ints(&|p| p.events),
+        ints(&|p| p.pageviews),
+        ints(&|p| p.sessions),
+        ints(&|p| p.purchases),
+        micros(&|p| p.first_purchase),
+        micros(&|p| p.last_purchase),
+        Arc::new(
+            subjects
+                .iter()
+                .map(|(_, _, c)| Some(state(c) == "granted"))
+                .collect::<BooleanArray>(),
+        ),
+        Arc::new(StringArray::from_iter_values(
+            subjects.iter().map(|(_, _, c)| state(c)),
+        )),
+        Arc::new(
+            subjects
+                .iter()
+                .map(|(_, p, _)| p.country.clone())
+                .collect::<StringArray>(),
+        ),
+    ];
+    let base = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::Query(e.into()))?;
+    // The stage rules, in SQL over the base columns.
+    let staged = {
+        let ctx = SessionContext::new();
+        let table = MemTable::try_new(base.schema(), vec![vec![base]]).map_err(Error::Query)?;
+        ctx.register_table("base", Arc::new(table))
             .map_err(Error::Query)?;
-    }
-    let schema = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await.map_err(Error::Query)?;
-    let base = concat_batches(&schema, &batches).map_err(|e| Error::Query(e.into()))?;
-
-    let views = load_views(lake, as_of_ms, subjects).await?;
+        let frame = ctx
+            .sql(&format!(
+                "SELECT *, {} AS stage FROM base",
+                stage_sql(lifecycle)
+            ))
+            .await
+            .map_err(|e| Error::Config(format!("lifecycle: {e}")))?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await.map_err(Error::Query)?;
+        concat_batches(&schema, &batches).map_err(|e| Error::Query(e.into()))?
+    };
     let mut interest: HashMap<String, Vec<(String, f64)>> = HashMap::new();
-    for score in model.score(&views, as_of_ms) {
-        interest
-            .entry(score.subject)
-            .or_default()
-            .push((score.topic, score.score));
+    for (subject, profile, _) in subjects {
+        interest.insert(
+            subject.clone(),
+            profile
+                .interest
+                .iter()
+                .map(|(topic, t)| (topic.clone(), model.normalise(t.raw)))
+                .collect(),
+        );
     }
-    let with_interest = add_interest(&base, &interest)?;
-
+    let with_interest = add_interest(&staged, &interest)?;
     let ctx = SessionContext::new();
     let table = MemTable::try_new(with_interest.schema(), vec![vec![with_interest]])
         .map_err(Error::Query)?;

@@ -198,6 +198,14 @@ pub async fn run(
                 }
                 outbox.push(outgoing(&config, &lake, addresses.as_ref(), summary.changes).await);
                 record_outbox_pending(&metrics, outbox.len());
+                // After the changes are on their way: a checkpoint only shortens the
+                // catch-up of a restart, and a failed one leaves the previous one.
+                let now = chrono::Utc::now().timestamp_millis();
+                if (full || engine.checkpoint_due(now))
+                    && let Err(e) = engine.checkpoint(&mut lake, now).await
+                {
+                    warn!(error = %e, "audience state checkpoint failed; a restart reads more events");
+                }
             }
             Err(e) => {
                 reload = true;

@@ -94,12 +94,13 @@ pub struct Receipt {
     pub repeated: bool,
 }
 
-const ROW_TABLES: [(TableKind, &[&str]); 5] = [
+const ROW_TABLES: [(TableKind, &[&str]); 6] = [
     (TableKind::Contacts, &["subject_id"]),
     (TableKind::Events, &["visitor_id", "email_hash"]),
     (TableKind::Sessions, &["visitor_id"]),
     (TableKind::Scores, &["subject_id"]),
     (TableKind::SegmentChanges, &["subject_id"]),
+    (TableKind::AudienceState, &["visitor_id"]),
 ];
 
 struct Request {

@@ -35,7 +35,7 @@ pub use config::LakeConfig;
 pub use error::{Error, Result};
 pub use maintenance::{ExpireSummary, RewriteSummary, digest_predicate, erased_digests, id_digest};
 pub use schema::{
-    contacts_batch, erasures_batch, events_batch, ledger_batch, scores_batch,
+    audience_state_batch, contacts_batch, erasures_batch, events_batch, ledger_batch, scores_batch,
     segment_changes_batch, sessions_batch,
 };
 pub use table::{Lake, OptimizeSummary, ROW_GROUP_ROWS, TableKind, ZSTD_LEVEL, writer_properties};

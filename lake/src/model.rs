@@ -230,3 +230,14 @@ pub struct PageviewDwell {
     /// Deepest scroll the visit's engagement events reported.
     pub scroll_pct_max: Option<i32>,
 }
+
+/// One visitor's state in the segment engine's checkpoint (table `audience_state`).
+/// The state's format belongs to the audience crate (`spur_audience::state`); the
+/// lake stores it as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudienceStateRow {
+    pub visitor_id: String,
+    /// UTC date of the checkpoint: the partition column.
+    pub dt: String,
+    pub state: String,
+}

@@ -40,16 +40,22 @@ pub const SEGMENTS_LEDGER_APP_ID: &str = "spur-segments-ledger";
 pub const LEDGER_HEAD_APP_ID: &str = "spur-ledger-head";
 
 /// SQL condition on `events`: rows past `positions` (last offset per partition).
+/// Written as a disjunction of ranges, which the file statistics of `kafka_partition`
+/// and `kafka_offset` can prune (data files written before the positions are not
+/// read).
 pub fn past_positions(positions: &BTreeMap<i32, i64>) -> String {
     if positions.is_empty() {
         return "true".to_owned();
     }
-    let mut sql = String::from("kafka_offset > CASE kafka_partition");
-    for (partition, offset) in positions {
-        sql.push_str(&format!(" WHEN {partition} THEN {offset}"));
-    }
-    sql.push_str(" ELSE -1 END");
-    sql
+    let mut parts: Vec<String> = positions
+        .iter()
+        .map(|(partition, offset)| {
+            format!("(kafka_partition = {partition} AND kafka_offset > {offset})")
+        })
+        .collect();
+    let known: Vec<String> = positions.keys().map(i32::to_string).collect();
+    parts.push(format!("kafka_partition NOT IN ({})", known.join(", ")));
+    format!("({})", parts.join(" OR "))
 }
 
 /// Per partition, the last offset among the events matching the condition
@@ -94,14 +100,29 @@ pub async fn event_partitions(ctx: &SessionContext) -> Result<Vec<i32>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn past_positions_reads_every_partition() {
+    #[tokio::test]
+    async fn past_positions_reads_every_partition() {
         assert_eq!(past_positions(&BTreeMap::new()), "true");
         let marks = BTreeMap::from([(0, 41), (3, 7)]);
         assert_eq!(
             past_positions(&marks),
-            "kafka_offset > CASE kafka_partition WHEN 0 THEN 41 WHEN 3 THEN 7 ELSE -1 END"
+            "((kafka_partition = 0 AND kafka_offset > 41) OR \
+             (kafka_partition = 3 AND kafka_offset > 7) OR kafka_partition NOT IN (0, 3))"
         );
+        // Rows past the marks, and every row of a partition without one.
+        let ctx = SessionContext::new();
+        let rows = collect(
+            &ctx,
+            &format!(
+                "SELECT kafka_partition * 100 + kafka_offset AS n FROM (VALUES \
+                 (0, 41), (0, 42), (3, 7), (3, 8), (5, 0)) AS t(kafka_partition, kafka_offset) \
+                 WHERE {} ORDER BY n",
+                past_positions(&marks)
+            ),
+        )
+        .await
+        .expect("query");
+        assert_eq!(int64s(&rows[0], "n").expect("n"), [42, 308, 500]);
         assert_eq!(
             processor_app_id("events", "t", 2),
             "spur-processor-events-t-2"

@@ -4,7 +4,7 @@
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
@@ -43,6 +43,22 @@ pub fn int64s(batch: &RecordBatch, name: &str) -> Result<Vec<i64>> {
         .as_primitive::<Int64Type>()
         .iter()
         .map(|v| v.unwrap_or(0))
+        .collect())
+}
+
+/// Integer column `name` of `batch` as `i64`, NULL as `None`.
+pub fn optional_int64s(batch: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>> {
+    let array = column(batch, name, &DataType::Int64)?;
+    Ok(array.as_primitive::<Int64Type>().iter().collect())
+}
+
+/// Floating-point column `name` of `batch` as `f64` (NULL as NaN).
+pub fn float64s(batch: &RecordBatch, name: &str) -> Result<Vec<f64>> {
+    let array = column(batch, name, &DataType::Float64)?;
+    Ok(array
+        .as_primitive::<Float64Type>()
+        .iter()
+        .map(|v| v.unwrap_or(f64::NAN))
         .collect())
 }
 
@@ -86,6 +102,8 @@ mod tests {
         let batch = &batches[0];
         assert_eq!(strings(batch, "s")?, vec![Some("a".to_owned()), None]);
         assert_eq!(int64s(batch, "n")?, vec![1, 0]);
+        assert_eq!(optional_int64s(batch, "n")?, vec![Some(1), None]);
+        assert_eq!(float64s(batch, "n")?[0], 1.0);
         assert_eq!(booleans(batch, "b")?, vec![true, false]);
         assert_eq!(int32s(batch, "p")?, vec![Some(7), None]);
         assert!(matches!(strings(batch, "x"), Err(Error::MissingColumn(_))));

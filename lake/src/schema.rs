@@ -25,7 +25,8 @@ use datafusion::arrow::error::ArrowError;
 
 use crate::error::Result;
 use crate::model::{
-    ContactRow, ErasureRow, EventRow, LedgerRow, ScoreRow, SegmentChangeRow, SessionRow,
+    AudienceStateRow, ContactRow, ErasureRow, EventRow, LedgerRow, ScoreRow, SegmentChangeRow,
+    SessionRow,
 };
 
 /// The partition column of every table.
@@ -249,6 +250,29 @@ pub fn events_schema() -> SchemaRef {
 /// Schema of table `sessions`: one column per field of [`SessionRow`].
 pub fn sessions_schema() -> SchemaRef {
     Arc::clone(&SESSIONS)
+}
+
+static AUDIENCE_STATE: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("visitor_id", DataType::Utf8, false),
+        Field::new(PARTITION_COLUMN, DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+    ]))
+});
+
+/// Schema of table `audience_state`: one column per field of [`AudienceStateRow`].
+pub fn audience_state_schema() -> SchemaRef {
+    Arc::clone(&AUDIENCE_STATE)
+}
+
+/// Converts audience state rows into one record batch with [`audience_state_schema`].
+pub fn audience_state_batch(rows: &[AudienceStateRow]) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = vec![
+        utf8(rows, |r| &r.visitor_id),
+        utf8(rows, |r| &r.dt),
+        utf8(rows, |r| &r.state),
+    ];
+    Ok(RecordBatch::try_new(audience_state_schema(), columns)?)
 }
 
 /// Schema of table `scores`: one column per field of [`ScoreRow`].

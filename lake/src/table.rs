@@ -26,8 +26,8 @@ use tracing::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::schema::{
-    PARTITION_COLUMN, contacts_schema, erasures_schema, events_schema, ledger_schema,
-    scores_schema, segment_changes_schema, sessions_schema,
+    PARTITION_COLUMN, audience_state_schema, contacts_schema, erasures_schema, events_schema,
+    ledger_schema, scores_schema, segment_changes_schema, sessions_schema,
 };
 
 /// Rows per Parquet row group: large enough for good compression and few footer
@@ -60,10 +60,13 @@ pub enum TableKind {
     /// `contacts`: e-mail addresses, sealed under per-subject data keys kept outside
     /// the lake ([`crate::model::ContactRow`]), written by the processor.
     Contacts,
+    /// `audience_state`: the segment engine's per-visitor state checkpoint
+    /// ([`crate::model::AudienceStateRow`]), replaced as a whole at each checkpoint.
+    AudienceState,
 }
 
 impl TableKind {
-    pub const ALL: [TableKind; 7] = [
+    pub const ALL: [TableKind; 8] = [
         TableKind::Events,
         TableKind::Sessions,
         TableKind::Scores,
@@ -71,6 +74,7 @@ impl TableKind {
         TableKind::Ledger,
         TableKind::Erasures,
         TableKind::Contacts,
+        TableKind::AudienceState,
     ];
 
     /// Position in [`TableKind::ALL`].
@@ -88,6 +92,7 @@ impl TableKind {
             TableKind::Ledger => "ledger",
             TableKind::Erasures => "erasures",
             TableKind::Contacts => "contacts",
+            TableKind::AudienceState => "audience_state",
         }
     }
 
@@ -101,6 +106,7 @@ impl TableKind {
             TableKind::Ledger => ledger_schema(),
             TableKind::Erasures => erasures_schema(),
             TableKind::Contacts => contacts_schema(),
+            TableKind::AudienceState => audience_state_schema(),
         }
     }
 
@@ -113,6 +119,7 @@ impl TableKind {
             TableKind::Ledger => "Spur: consent and identity ledger, hash-chained",
             TableKind::Erasures => "Spur: erasure requests and receipts",
             TableKind::Contacts => "Spur: e-mail addresses, sealed per subject",
+            TableKind::AudienceState => "Spur: segment engine state per visitor (checkpoint)",
         }
     }
 
@@ -134,6 +141,7 @@ impl TableKind {
             TableKind::Ledger => "seq,at,recorded_at,kind",
             TableKind::Erasures => "at,status",
             TableKind::Contacts => "recorded_at",
+            TableKind::AudienceState => "dt",
         }
     }
 
@@ -253,8 +261,14 @@ impl Lake {
 
     /// Loads the commits other writers made since this `Lake` last looked.
     pub async fn refresh(&mut self) -> Result<()> {
+        // `sessions` before `events`: the processor commits a flush's events before
+        // the sessions it closes, so every session a reader sees then has its events
+        // visible too (the segment engine settles dwell times on that).
+        self.table_mut(TableKind::Sessions).update_state().await?;
         for kind in TableKind::ALL {
-            self.table_mut(kind).update_state().await?;
+            if kind != TableKind::Sessions {
+                self.table_mut(kind).update_state().await?;
+            }
         }
         Ok(())
     }
@@ -296,27 +310,7 @@ impl Lake {
         txns: &[(String, i64)],
         metadata: &[(&str, String)],
     ) -> Result<i64> {
-        let expected = kind.schema();
-        if batch.schema().fields() != expected.fields() {
-            return Err(ArrowError::SchemaError(format!(
-                "batch does not have the schema of table {kind}"
-            ))
-            .into());
-        }
-        let mut app_ids = HashSet::new();
-        if let Some((dup, _)) = txns.iter().find(|(id, _)| !app_ids.insert(id.as_str())) {
-            // The Delta protocol allows one `txn` per app id in a commit.
-            return Err(DeltaTableError::Generic(format!(
-                "application id {dup} appears twice in one commit"
-            ))
-            .into());
-        }
-
-        let now = chrono::Utc::now().timestamp_millis();
-        let transactions = txns
-            .iter()
-            .map(|(app_id, version)| Transaction::new_with_last_update(app_id, *version, Some(now)))
-            .collect();
+        let transactions = commit_inputs(kind, &batch, txns)?;
         let rows = batch.num_rows();
 
         // `write` consumes the table handle; it works on a clone so that after a
@@ -342,6 +336,97 @@ impl Lake {
         *self.table_mut(kind) = written;
         debug!(table = %kind, version, rows, txns = txns.len(), "lake commit");
         Ok(version)
+    }
+
+    /// Replaces the whole content of a table with `batch` in one commit (Delta
+    /// overwrite), recording `txns` as [`Lake::append`] does. For tables that hold a
+    /// snapshot (`audience_state`), never for history.
+    pub async fn replace(
+        &mut self,
+        kind: TableKind,
+        batch: RecordBatch,
+        txns: &[(String, i64)],
+    ) -> Result<i64> {
+        let transactions = commit_inputs(kind, &batch, txns)?;
+        let written = self
+            .table(kind)
+            .clone()
+            .write([batch])
+            .with_save_mode(SaveMode::Overwrite)
+            .with_partition_columns([PARTITION_COLUMN])
+            .with_writer_properties(writer_properties())
+            .with_commit_properties(
+                CommitProperties::default().with_application_transactions(transactions),
+            )
+            .await?;
+        let version = loaded_version(&written)?;
+        *self.table_mut(kind) = written;
+        debug!(table = %kind, version, "lake table replaced");
+        Ok(version)
+    }
+
+    /// The rows appended to a table by the commits after version `after` up to the
+    /// version this `Lake` holds — only appends (`WRITE` commits): rows that an
+    /// optimize, delete or redaction rewrote are not new. Columns `columns` of the data
+    /// files (the partition column `dt` is not in them). Returns the rows and the
+    /// version they reach. Fails when a commit or a data file is gone (log retention,
+    /// vacuum): the caller then reads the table whole.
+    pub async fn appended_since(
+        &self,
+        kind: TableKind,
+        after: i64,
+        columns: &[&str],
+    ) -> Result<(Vec<RecordBatch>, i64)> {
+        use datafusion::parquet::arrow::ProjectionMask;
+        use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use deltalake::logstore::object_store::ObjectStoreExt as _;
+
+        let table = self.table(kind);
+        let latest = loaded_version(table)?;
+        let (log, store) = (table.log_store(), table.object_store());
+        let mut batches = Vec::new();
+        for version in (after + 1).max(0)..=latest {
+            let number = version.unsigned_abs();
+            let bytes = log.read_commit_entry(number).await?.ok_or_else(|| {
+                DeltaTableError::Generic(format!(
+                    "{kind}: commit {version} is no longer in the log"
+                ))
+            })?;
+            let actions = deltalake::logstore::get_actions(number, &bytes)?;
+            let append = actions.iter().any(|a| {
+                matches!(a, Action::CommitInfo(info) if info.operation.as_deref() == Some("WRITE"))
+            });
+            if !append {
+                continue;
+            }
+            for action in actions {
+                let Action::Add(add) = action else { continue };
+                if !add.data_change {
+                    continue;
+                }
+                let path = deltalake::Path::from_url_path(&add.path)
+                    .map_err(|e| DeltaTableError::Generic(format!("{kind}: {e}")))?;
+                let data = store.get(&path).await.map_err(DeltaTableError::from)?;
+                let data = data.bytes().await.map_err(DeltaTableError::from)?;
+                let parquet = |e| Error::Arrow(ArrowError::ExternalError(Box::new(e)));
+                let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(parquet)?;
+                let schema = builder.parquet_schema();
+                let indices: Vec<usize> = (0..schema.num_columns())
+                    .filter(|i| {
+                        let column = schema.column(*i);
+                        let path = column.path();
+                        path.parts()
+                            .first()
+                            .is_some_and(|name| columns.contains(&name.as_str()))
+                    })
+                    .collect();
+                let mask = ProjectionMask::leaves(schema, indices);
+                for batch in builder.with_projection(mask).build().map_err(parquet)? {
+                    batches.push(batch?);
+                }
+            }
+        }
+        Ok((batches, latest))
     }
 
     /// The last version recorded for `app_id` in a table, from the newest commit in
@@ -512,6 +597,33 @@ async fn open_or_create(
 /// created: nullable and last, so older rows read as `NULL` and no file is rewritten
 /// (one metadata commit). Any other difference is left to [`check_layout`] to refuse.
 /// When several processes upgrade at once, the losers reload the winner's schema.
+/// Checks a batch and `txn` pairs for a commit to `kind`: the table's schema, one
+/// `txn` per app id (the Delta protocol allows no more). Returns the `txn` actions.
+fn commit_inputs(
+    kind: TableKind,
+    batch: &RecordBatch,
+    txns: &[(String, i64)],
+) -> Result<Vec<Transaction>> {
+    if batch.schema().fields() != kind.schema().fields() {
+        return Err(ArrowError::SchemaError(format!(
+            "batch does not have the schema of table {kind}"
+        ))
+        .into());
+    }
+    let mut app_ids = HashSet::new();
+    if let Some((dup, _)) = txns.iter().find(|(id, _)| !app_ids.insert(id.as_str())) {
+        return Err(DeltaTableError::Generic(format!(
+            "application id {dup} appears twice in one commit"
+        ))
+        .into());
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    Ok(txns
+        .iter()
+        .map(|(app_id, version)| Transaction::new_with_last_update(app_id, *version, Some(now)))
+        .collect())
+}
+
 async fn evolve(table: DeltaTable, kind: TableKind) -> Result<DeltaTable> {
     let found: Vec<String> = table
         .snapshot()?

@@ -51,6 +51,16 @@ impl Writer {
             .await?;
         Ok(())
     }
+
+    /// Closes the sessions of `events` (all of each session's events): their rows,
+    /// with dwell times, as the processor writes them when they close.
+    pub async fn close(&mut self, events: &[EventRow]) -> Result<()> {
+        let rows = crate::rows::closed_sessions(events);
+        self.lake
+            .append(TableKind::Sessions, spur_lake::sessions_batch(&rows)?, &[])
+            .await?;
+        Ok(())
+    }
 }
 
 /// An `identify` of `visitor` as `email_hash` whose form collected marketing

@@ -3,7 +3,7 @@
 //!
 //! # Inputs
 //! - **Views**: rows of the lake view `pageviews` with `is_bot = false` and
-//!   `event_time ≤ as_of`. Each belongs to a **subject**: the e-mail pseudonym
+//!   `event_time ≤ as_of`; dwell is NULL (weight 1) while the view's session is open. Each belongs to a **subject**: the e-mail pseudonym
 //!   (`email_hash`) of the visitor's latest `identify` event if it has one, else its
 //!   `visitor_id` ([`SUBJECTS_SQL`], the only definition).
 //! - **Topics of a view**: the page's `topics` ∪ the `topics` of every URL rule
@@ -36,7 +36,13 @@
 //! `WHERE as_of = (SELECT max(as_of) FROM scores)` (`docs/lake.md`). [`explain`]
 //! lists the [`Contribution`] of every view, which sum to `raw`.
 //!
-//! [`model`] is the pure core; [`sql`] reads views and writes scores.
+//! # Two implementations of one formula
+//! [`model`] is the pure core, view by view (`--explain`, and the segment engine's
+//! incremental state, `crate::state`). [`sql::interest_sql`] is the same formula in
+//! closed form, `Σ weight · 2^(−(as_of − t)/half_life)` grouped by subject (or
+//! visitor) and topic: `spur score` runs it ([`sql::score_all`]), the engine
+//! bootstraps its state with it, and DuckDB runs the same text in the benchmark.
+//! Tests hold the two to the same numbers.
 
 mod config;
 pub mod model;
@@ -49,7 +55,7 @@ use tracing::info;
 
 pub use config::{ScoringConfig, UrlRule};
 pub use model::{Contribution, Model, Score, View};
-pub use sql::{load_views, write_scores};
+pub use sql::{Per, datafusion_ms, interest_sql, load_views, score_all, write_scores};
 
 use crate::error::{Error, Result};
 
@@ -57,6 +63,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {
     pub as_of_ms: i64,
+    /// Views counted, once per topic (a view of two topics counts twice).
     pub views: usize,
     pub subjects: usize,
     pub topics: usize,
@@ -87,8 +94,7 @@ pub async fn run(lake_root: &str, scoring: &ScoringConfig, as_of_ms: i64) -> Res
         .step(&mut lake, now)
         .await?;
     let ctx = lake.session_context().await?;
-    let views = load_views(&ctx, as_of_ms, None).await?;
-    let scores = model.score(&views, as_of_ms);
+    let scores = score_all(&ctx, &model, as_of_ms).await?;
     let version = write_scores(&mut lake, &scores, as_of_ms).await?;
     let distinct = |key: fn(&Score) -> &str| {
         scores
@@ -99,7 +105,7 @@ pub async fn run(lake_root: &str, scoring: &ScoringConfig, as_of_ms: i64) -> Res
     };
     let summary = RunSummary {
         as_of_ms,
-        views: views.len(),
+        views: scores.iter().map(|s| s.views).sum::<i64>() as usize,
         subjects: distinct(|s| s.subject.as_str()),
         topics: distinct(|s| s.topic.as_str()),
         rows: scores.len(),

@@ -122,6 +122,33 @@ impl Model {
         raw / (raw + self.saturation)
     }
 
+    /// [`Model::weight`] in SQL, of a dwell column in ms (nullable).
+    pub fn weight_sql(&self, dwell_ms: &str) -> String {
+        format!(
+            "CASE WHEN {dwell_ms} IS NULL THEN {UNKNOWN_DWELL_WEIGHT:?} \
+             ELSE LEAST(GREATEST(CAST({dwell_ms} AS DOUBLE) / {:?}, {MIN_WEIGHT:?}), {:?}) END",
+            self.reference_dwell_ms, self.max_weight
+        )
+    }
+
+    /// [`Model::decay`] in SQL, of a time column in ms as of `as_of_ms`.
+    pub fn decay_sql(&self, time_ms: &str, as_of_ms: i64) -> String {
+        format!(
+            "POWER(2.0, -CAST(GREATEST({as_of_ms} - {time_ms}, 0) AS DOUBLE) / {:?})",
+            self.half_life_ms
+        )
+    }
+
+    /// `raw / (raw + saturation)` in SQL.
+    pub fn normalise_sql(&self, raw: &str) -> String {
+        format!("{raw} / ({raw} + {:?})", self.saturation)
+    }
+
+    /// The URL rules (topics by path prefix).
+    pub fn url_rules(&self) -> &[UrlRule] {
+        &self.url_rules
+    }
+
     /// The view's topics: its own ∪ those of every URL rule whose prefix its path
     /// starts with; sorted, without duplicates or empty names.
     pub fn topics<'a>(&'a self, view: &'a View) -> BTreeSet<&'a str> {

@@ -12,7 +12,7 @@ use datafusion::prelude::{SessionContext, col, in_list, lit};
 use spur_lake::model::ScoreRow;
 use spur_lake::{Lake, TableKind};
 
-use super::model::{Score, View};
+use super::model::{Model, Score, View};
 use crate::error::{Error, Result};
 
 /// Who a visitor is: defined with the identity ledger (`crate::identity`).
@@ -72,7 +72,7 @@ fn column(
     Ok(cast(array, to)?)
 }
 
-fn read_views(batch: &RecordBatch, out: &mut Vec<View>) -> Result<(), DataFusionError> {
+pub(crate) fn read_views(batch: &RecordBatch, out: &mut Vec<View>) -> Result<(), DataFusionError> {
     let list = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
     let subject = column(batch, "subject_id", &DataType::Utf8)?;
     let event_id = column(batch, "event_id", &DataType::Utf8)?;
@@ -141,4 +141,117 @@ pub async fn write_scores(lake: &mut Lake, scores: &[Score], as_of_ms: i64) -> R
     }
     let batch = spur_lake::scores_batch(&score_rows(scores, as_of_ms)?)?;
     Ok(Some(lake.append(TableKind::Scores, batch, &[]).await?))
+}
+
+/// Milliseconds since the epoch of a timestamp column, in DataFusion's dialect.
+pub fn datafusion_ms(column: &str) -> String {
+    format!("(CAST({column} AS BIGINT) / 1000)")
+}
+
+/// Whom the closed-form interest SQL sums by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Per {
+    /// Per visitor: the segment engine's state ([`crate::state`]).
+    Visitor,
+    /// Per subject (visitor → person from the ledger's links): `spur score`.
+    Subject,
+}
+
+/// The closed-form interest of every visitor or subject and topic as of `as_of_ms`:
+/// `Σ weight(dwell) · 2^(−(as_of − t) / half_life)` over the human pageviews at or
+/// before `as_of`, with the view's topics (page topics ∪ URL rules, each once), dwell
+/// from `sessions.pageview_dwell` (NULL while the session is open). Columns `id`
+/// (`visitor_id` or `subject_id`), `topic`, `raw`, `score`, `views`, `last_view` (ms).
+/// Portable SQL over the tables `events`, `sessions` and `ledger`: `ms` gives the
+/// dialect's epoch-milliseconds of a timestamp ([`datafusion_ms`]; DuckDB:
+/// `epoch_ms(t)`), and DuckDB runs the same text.
+pub fn interest_sql(model: &Model, as_of_ms: i64, per: Per, ms: &dyn Fn(&str) -> String) -> String {
+    let pageviews = spur_lake::views::PAGEVIEWS_SQL;
+    let t = ms("p.event_time");
+    let (id, join) = match per {
+        Per::Visitor => ("p.visitor_id", String::new()),
+        Per::Subject => (
+            "COALESCE(l.subject_id, p.visitor_id)",
+            format!(
+                "LEFT JOIN ({}) l ON l.visitor_id = p.visitor_id",
+                crate::identity::LINKS_SQL
+            ),
+        ),
+    };
+    let rules: Vec<String> = model
+        .url_rules()
+        .iter()
+        .flat_map(|rule| {
+            rule.topics.iter().map(|topic| {
+                format!(
+                    "({}, {})",
+                    spur_lake::read::quote(&rule.path_prefix),
+                    spur_lake::read::quote(topic)
+                )
+            })
+        })
+        .collect();
+    let from_rules = if rules.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " UNION ALL SELECT v.id, v.event_id, v.t, v.dwell_ms, r.topic FROM views v
+               JOIN (VALUES {}) AS r(prefix, topic) ON starts_with(v.path, r.prefix)",
+            rules.join(", ")
+        )
+    };
+    let weight = model.weight_sql("dwell_ms");
+    let decay = model.decay_sql("t", as_of_ms);
+    let score = model.normalise_sql("SUM(c)");
+    format!(
+        "WITH views AS (
+            SELECT {id} AS id, p.event_id, {t} AS t, p.dwell_ms, p.topics, p.path
+            FROM ({pageviews}) p {join}
+            WHERE p.is_bot = false AND {t} <= {as_of_ms}),
+         view_topics AS (
+            SELECT DISTINCT id, event_id, t, dwell_ms, topic FROM (
+                SELECT id, event_id, t, dwell_ms, unnest(topics) AS topic FROM views{from_rules})
+            WHERE topic <> ''),
+         contributions AS (
+            SELECT id, topic, t, ({weight}) * {decay} AS c FROM view_topics)
+         SELECT id, topic, SUM(c) AS raw, {score} AS score, COUNT(*) AS views,
+                MAX(t) AS last_view
+         FROM contributions GROUP BY id, topic"
+    )
+}
+
+/// Every subject's scores as of `as_of_ms`, computed by the closed-form SQL
+/// ([`interest_sql`]) in a session over the lake; the order of [`Model::score`].
+pub async fn score_all(ctx: &SessionContext, model: &Model, as_of_ms: i64) -> Result<Vec<Score>> {
+    use spur_lake::read::{collect, float64s, int64s, strings};
+    let mut scores = Vec::new();
+    for batch in &collect(
+        ctx,
+        &interest_sql(model, as_of_ms, Per::Subject, &datafusion_ms),
+    )
+    .await?
+    {
+        let (id, topic) = (strings(batch, "id")?, strings(batch, "topic")?);
+        let (raw, score) = (float64s(batch, "raw")?, float64s(batch, "score")?);
+        let (views, last_view) = (int64s(batch, "views")?, int64s(batch, "last_view")?);
+        for i in 0..batch.num_rows() {
+            if let (Some(subject), Some(topic)) = (id[i].clone(), topic[i].clone()) {
+                scores.push(Score {
+                    subject,
+                    topic,
+                    score: score[i],
+                    raw: raw[i],
+                    views: views[i],
+                    last_view_ms: last_view[i],
+                });
+            }
+        }
+    }
+    scores.sort_by(|a, b| {
+        a.subject
+            .cmp(&b.subject)
+            .then(b.score.total_cmp(&a.score))
+            .then_with(|| a.topic.cmp(&b.topic))
+    });
+    Ok(scores)
 }

@@ -177,18 +177,23 @@ pub async fn rebuild(
         }
     }
 
-    // Views still waiting for their session's dwell.
+    // Views still waiting for their session's dwell. Their sessions started at
+    // most `OPEN_SESSIONS_MS` before them (the processor's `max_duration` is a day by
+    // default), so only those `sessions` partitions are read.
     let t = datafusion_ms("e.event_time");
     let since = as_of_ms - PENDING_HORIZON_MS;
     let batches = ctx
         .sql(&format!(
             "SELECT e.visitor_id AS subject_id, e.event_id AS event_id, {t} AS time_ms,
                     CAST(NULL AS BIGINT) AS dwell_ms, e.topics AS topics, e.path AS path
-             FROM events e LEFT JOIN ({}) d ON d.event_id = e.event_id
+             FROM events e LEFT JOIN (
+                SELECT d['event_id'] AS event_id
+                FROM (SELECT unnest(pageview_dwell) AS d FROM sessions WHERE dt >= '{}')) d
+               ON d.event_id = e.event_id
              WHERE e.event_type = 'pageview' AND e.is_bot = false AND d.event_id IS NULL
                AND e.dt >= '{}' AND {t} >= {since} AND {t} <= {as_of_ms}
              ORDER BY time_ms, event_id",
-            spur_lake::views::DWELL_SQL,
+            spur_schemas::time::date(since - OPEN_SESSIONS_MS),
             spur_schemas::time::date(since),
         ))
         .await

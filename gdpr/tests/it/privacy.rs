@@ -426,6 +426,8 @@ async fn erasure_interrupted_then_resumed_leaves_no_trace_and_spares_b() -> Resu
     )
     .await?;
     engine.step(&mut w.lake, T0 + DAY_MS, true).await?;
+    // The segment engine's checkpoint holds A's visitors' states too.
+    engine.checkpoint(&mut w.lake, T0 + DAY_MS).await?;
     let score = |subject: &str| spur_lake::model::ScoreRow {
         subject_id: subject.into(),
         topic: "boots".into(),

@@ -316,8 +316,12 @@ impl Engine {
         let mut position = self.position.clone();
         let (mut touched, events) = self.observe_events(&ctx, &mut position).await?;
         touched.extend(self.settle_dwell(lake, &mut position).await?);
-        for visitor_state in self.states.values_mut() {
-            visitor_state.expire_pending(now_ms - store::PENDING_HORIZON_MS);
+        if full {
+            // Views past the horizon keep weight 1 for good; a sweep visits every
+            // visitor anyway, a step must not.
+            for visitor_state in self.states.values_mut() {
+                visitor_state.expire_pending(now_ms - store::PENDING_HORIZON_MS);
+            }
         }
         // Ledger entries past the position: operator entries (a withdrawal by the
         // mailer, a split) come without any event, and grants may need a request.

@@ -129,19 +129,21 @@ impl TableKind {
     ///
     /// No identifier column is listed: min/max statistics are copied into the Delta
     /// log, and log entries outlive the data files an erasure rewrites; a subject's
-    /// pseudonym must not survive there.
-    fn stats_columns(self) -> &'static str {
+    /// pseudonym must not survive there. `None`: no column statistics at all
+    /// (`audience_state`, only ever read whole; its one non-identifier column is the
+    /// partition column, which has none).
+    fn stats_columns(self) -> Option<&'static str> {
         match self {
-            TableKind::Events => {
-                "event_time,received_at,site_id,event_type,is_bot,kafka_partition,kafka_offset"
-            }
-            TableKind::Sessions => "start_time,end_time,site_id,is_bot,kafka_partition",
-            TableKind::Scores => "as_of,topic,score,last_view",
-            TableKind::SegmentChanges => "seq,segment,at",
-            TableKind::Ledger => "seq,at,recorded_at,kind",
-            TableKind::Erasures => "at,status",
-            TableKind::Contacts => "recorded_at",
-            TableKind::AudienceState => "dt",
+            TableKind::Events => Some(
+                "event_time,received_at,site_id,event_type,is_bot,kafka_partition,kafka_offset",
+            ),
+            TableKind::Sessions => Some("start_time,end_time,site_id,is_bot,kafka_partition"),
+            TableKind::Scores => Some("as_of,topic,score,last_view"),
+            TableKind::SegmentChanges => Some("seq,segment,at"),
+            TableKind::Ledger => Some("seq,at,recorded_at,kind"),
+            TableKind::Erasures => Some("at,status"),
+            TableKind::Contacts => Some("recorded_at"),
+            TableKind::AudienceState => None,
         }
     }
 
@@ -150,7 +152,10 @@ impl TableKind {
         vec![
             // Rows are deleted later (GDPR erasure), so the table must not be append-only.
             ("delta.appendOnly", Some("false")),
-            ("delta.dataSkippingStatsColumns", Some(self.stats_columns())),
+            match self.stats_columns() {
+                Some(columns) => ("delta.dataSkippingStatsColumns", Some(columns)),
+                None => ("delta.dataSkippingNumIndexedCols", Some("0")),
+            },
             // How long files removed by a delete or an optimize stay on storage for
             // readers of older versions; `vacuum` removes them after this. Erased rows
             // are physically gone at most this long after the delete commit.
@@ -310,16 +315,41 @@ impl Lake {
         txns: &[(String, i64)],
         metadata: &[(&str, String)],
     ) -> Result<i64> {
+        self.write(kind, batch, SaveMode::Append, txns, metadata)
+            .await
+    }
+
+    /// Replaces the whole content of a table with `batch` in one commit (Delta
+    /// overwrite), recording `txns` as [`Lake::append`] does. For tables that hold a
+    /// snapshot (`audience_state`), never for history.
+    pub async fn replace(
+        &mut self,
+        kind: TableKind,
+        batch: RecordBatch,
+        txns: &[(String, i64)],
+    ) -> Result<i64> {
+        self.write(kind, batch, SaveMode::Overwrite, txns, &[])
+            .await
+    }
+
+    /// One commit of `batch` to a table in `mode`, with `txns` and `metadata`.
+    async fn write(
+        &mut self,
+        kind: TableKind,
+        batch: RecordBatch,
+        mode: SaveMode,
+        txns: &[(String, i64)],
+        metadata: &[(&str, String)],
+    ) -> Result<i64> {
         let transactions = commit_inputs(kind, &batch, txns)?;
         let rows = batch.num_rows();
-
         // `write` consumes the table handle; it works on a clone so that after a
         // failure `self` still holds the last committed state.
         let written = self
             .table(kind)
             .clone()
             .write([batch])
-            .with_save_mode(SaveMode::Append)
+            .with_save_mode(mode)
             .with_partition_columns([PARTITION_COLUMN])
             .with_writer_properties(writer_properties())
             .with_commit_properties(
@@ -334,34 +364,7 @@ impl Lake {
             .await?;
         let version = loaded_version(&written)?;
         *self.table_mut(kind) = written;
-        debug!(table = %kind, version, rows, txns = txns.len(), "lake commit");
-        Ok(version)
-    }
-
-    /// Replaces the whole content of a table with `batch` in one commit (Delta
-    /// overwrite), recording `txns` as [`Lake::append`] does. For tables that hold a
-    /// snapshot (`audience_state`), never for history.
-    pub async fn replace(
-        &mut self,
-        kind: TableKind,
-        batch: RecordBatch,
-        txns: &[(String, i64)],
-    ) -> Result<i64> {
-        let transactions = commit_inputs(kind, &batch, txns)?;
-        let written = self
-            .table(kind)
-            .clone()
-            .write([batch])
-            .with_save_mode(SaveMode::Overwrite)
-            .with_partition_columns([PARTITION_COLUMN])
-            .with_writer_properties(writer_properties())
-            .with_commit_properties(
-                CommitProperties::default().with_application_transactions(transactions),
-            )
-            .await?;
-        let version = loaded_version(&written)?;
-        *self.table_mut(kind) = written;
-        debug!(table = %kind, version, "lake table replaced");
+        debug!(table = %kind, version, rows, txns = txns.len(), ?mode, "lake commit");
         Ok(version)
     }
 

@@ -20,16 +20,31 @@
 //! 4. **sweep over the state**: every subject evaluated from the state (3 segments).
 //! 5. **step**: `SPUR_BENCH_STEP` (10,000) new events and their closed sessions
 //!    appended, then one step: from reading them to the changes committed.
-//! 6. the same step against a history of a tenth of N (another lake): the ratio says
+//! 6. **latency**: on the big lake, events arrive at `SPUR_BENCH_RATE` (2,000) per
+//!    second for `SPUR_BENCH_LATENCY_SECS` (60) seconds, committed to the lake every
+//!    `SPUR_BENCH_FLUSH_MS` (1,000) as a processor with that `flush_interval` commits
+//!    them (each commit's sessions right after it), while the engine steps every
+//!    `SPUR_BENCH_INTERVAL_MS` (1,000; the service's `segments.interval`) as the
+//!    segment service does. Each event's latency runs from the moment it arrived
+//!    (spread evenly over its flush period) to the commit of the step that evaluated
+//!    it (its changes, if any, are in that commit; publishing them is the outbox's
+//!    next send). p50 / p99 / max are printed beside the floor that flush period and
+//!    interval alone impose. Not included: collector → Kafka → processor hops (see
+//!    `benches/process.rs`) and the outbox send.
+//! 7. the same step against a history of a tenth of N (another lake): the ratio says
 //!    whether a step's cost follows new events or history.
 //!
 //! Run: `cargo bench --bench segments`. Environment: `SPUR_BENCH_EVENTS` (default
 //! 10,000,000), `SPUR_BENCH_VISITORS` (default 200,000), `SPUR_BENCH_STEP` (10,000),
+//! `SPUR_BENCH_RATE`, `SPUR_BENCH_LATENCY_SECS`, `SPUR_BENCH_FLUSH_MS`,
+//! `SPUR_BENCH_INTERVAL_MS` (phase 6; `SPUR_BENCH_LATENCY_SECS=0` skips it),
 //! `SPUR_BENCH_LAKE` (a directory to keep the generated lake in and reuse on the next
 //! run; default a temporary directory), `SPUR_BENCH_PYTHON` (default `python3`; needs
 //! `duckdb`, `deltalake` and `pyarrow`: `pip install duckdb 'deltalake[pyarrow]'`).
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use datafusion::arrow::array::AsArray;
@@ -224,13 +239,37 @@ fn line(phase: &str, seconds: f64, cpu: f64, rss: &str, extra: &str) {
 /// Opens the lake at `root`, generating `events` events of `visitors` visitors and
 /// their sessions into it first unless it holds them already.
 async fn generate(root: &str, events: u64, visitors: u64) -> Result<Lake> {
+    // A kept lake: what earlier runs added after the history goes (the tables the
+    // engine writes, the events and sessions of steps and of the latency phase).
+    for kind in TableKind::ALL {
+        if !matches!(kind, TableKind::Events | TableKind::Sessions) {
+            let dir = std::path::Path::new(root).join(kind.name());
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+        }
+    }
     let mut lake = Lake::open(root).await?;
     let ctx = lake.session_context().await?;
     let have = count(&ctx, "SELECT count(*) FROM events").await?;
     if have > 0 && count(&ctx, "SELECT count(*) FROM sessions").await? == 0 {
         bail!("{root} has no sessions (made by an older bench): remove it");
     }
-    if have == events as i64 {
+    let history = count(
+        &ctx,
+        &format!("SELECT count(*) FROM events WHERE kafka_offset < {events}"),
+    )
+    .await?;
+    if have > 0 && history == events as i64 {
+        use datafusion::prelude::{col, lit};
+        let after = spur_schemas::time::date(AS_OF);
+        lake.delete(
+            TableKind::Events,
+            col("kafka_offset").gt_eq(lit(events as i64)),
+        )
+        .await?;
+        lake.delete(TableKind::Sessions, col("dt").gt_eq(lit(after)))
+            .await?;
         return Ok(lake);
     }
     if have != 0 {
@@ -273,6 +312,7 @@ async fn engine_phases(
     visitors: u64,
     step: u64,
     require_members: bool,
+    latency: Option<&Latency>,
 ) -> Result<f64> {
     let lifecycle = LifecycleConfig {
         // Single opt-in: the generated sign-ups' marketing grants count at once
@@ -363,13 +403,149 @@ async fn engine_phases(
     if stepped.events != step {
         bail!("the step read {} events, not {step}", stepped.events);
     }
+    if let Some(latency) = latency {
+        latency_phase(&mut engine, lake, latency, events + step, visitors, events).await?;
+    }
     Ok(seconds)
+}
+
+/// Phase 6's settings.
+struct Latency {
+    root: String,
+    rate: u64,
+    seconds: u64,
+    flush: Duration,
+    interval: Duration,
+}
+
+/// Phase 6: events arrive at `rate` per second and are committed every `flush` by
+/// another `Lake` (the processor's role) while `engine` steps every `interval`.
+async fn latency_phase(
+    engine: &mut Engine,
+    lake: &mut Lake,
+    latency: &Latency,
+    first: u64,
+    visitors: u64,
+    events: u64,
+) -> Result<()> {
+    // Arrival instants of the committed events not yet evaluated, in commit order
+    // (one writer, so a step covers a prefix of them).
+    let arrived: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+    let started = Instant::now();
+    let clock = move |at: Instant| AS_OF + DAY + at.duration_since(started).as_millis() as i64;
+    let writer = {
+        let (arrived, root) = (arrived.clone(), latency.root.clone());
+        let (rate, seconds, flush) = (latency.rate, latency.seconds, latency.flush);
+        tokio::spawn(async move {
+            let mut lake = Lake::open(&root).await?;
+            let mut tick = tokio::time::interval(flush);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            let (mut from, mut n, mut sent) = (Instant::now(), first, 0u64);
+            while started.elapsed().as_secs() < seconds {
+                tick.tick().await;
+                let to = Instant::now();
+                // The events that arrived since the last commit, evenly over the period.
+                let due = (rate as f64 * to.duration_since(started).as_secs_f64()) as u64;
+                let count = due.saturating_sub(sent);
+                let span = to.duration_since(from);
+                let mut times = Vec::with_capacity(count as usize);
+                let rows: Vec<EventRow> = (0..count)
+                    .map(|k| {
+                        let at = from + span.mul_f64(k as f64 / count as f64);
+                        times.push(at);
+                        let mut row = event(n + k, visitors, events);
+                        row.event_time = clock(at);
+                        row.received_at = row.event_time;
+                        row.dt = spur_schemas::time::date(row.event_time);
+                        row
+                    })
+                    .collect();
+                arrived.lock().expect("arrivals").extend(times);
+                lake.append(TableKind::Events, spur_lake::events_batch(&rows)?, &[])
+                    .await?;
+                let sessions = spur_testkit::closed_sessions(&rows);
+                lake.append(
+                    TableKind::Sessions,
+                    spur_lake::sessions_batch(&sessions)?,
+                    &[],
+                )
+                .await?;
+                (from, n, sent) = (to, n + count, sent + count);
+            }
+            anyhow::Ok(sent)
+        })
+    };
+
+    reset_peak_rss();
+    let cpu = cpu_seconds();
+    let mut waits: Vec<f64> = Vec::new();
+    let (mut steps, mut changes) = (0u64, 0usize);
+    let mut tick = tokio::time::interval(latency.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = Duration::from_secs(latency.seconds * 10 + 60);
+    loop {
+        tick.tick().await;
+        let done = writer.is_finished();
+        let stepped = engine.step(lake, clock(Instant::now()), false).await?;
+        let committed = Instant::now();
+        let mut queue = arrived.lock().expect("arrivals");
+        if stepped.events as usize > queue.len() {
+            bail!(
+                "a step evaluated {} events, {} had arrived",
+                stepped.events,
+                queue.len()
+            );
+        }
+        for at in queue.drain(..stepped.events as usize) {
+            waits.push(committed.duration_since(at).as_secs_f64());
+        }
+        steps += u64::from(stepped.events > 0);
+        changes += stepped.changes.len();
+        if done && queue.is_empty() {
+            break;
+        }
+        if started.elapsed() > deadline {
+            bail!(
+                "{} events still unevaluated after {deadline:?}",
+                queue.len()
+            );
+        }
+    }
+    let sent = writer.await??;
+    if waits.len() as u64 != sent {
+        bail!("{} events committed, {} evaluated", sent, waits.len());
+    }
+    waits.sort_by(f64::total_cmp);
+    let at = |q: f64| waits[((waits.len() - 1) as f64 * q).round() as usize];
+    let floor = latency.flush.as_secs_f64() / 2.0 + latency.interval.as_secs_f64() / 2.0;
+    line(
+        &format!("latency: {} ev/s, {} s", latency.rate, latency.seconds),
+        started.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu,
+        &proc_status("VmHWM"),
+        &format!(
+            "event -> step committed: p50 {:.2} s, p99 {:.2} s, max {:.2} s over {} events \
+             ({steps} steps, {changes} changes); flush {:?} + interval {:?} alone: mean {floor:.2} s",
+            at(0.5),
+            at(0.99),
+            at(1.0),
+            waits.len(),
+            latency.flush,
+            latency.interval,
+        ),
+    );
+    Ok(())
 }
 
 fn main() -> Result<()> {
     let events = env_u64("SPUR_BENCH_EVENTS", 10_000_000)?;
     let visitors = env_u64("SPUR_BENCH_VISITORS", 200_000)?;
     let step = env_u64("SPUR_BENCH_STEP", 10_000)?;
+    let latency_seconds = env_u64("SPUR_BENCH_LATENCY_SECS", 60)?;
+    let rate = env_u64("SPUR_BENCH_RATE", 2_000)?;
+    let flush = Duration::from_millis(env_u64("SPUR_BENCH_FLUSH_MS", 1_000)?.max(1));
+    let interval = Duration::from_millis(env_u64("SPUR_BENCH_INTERVAL_MS", 1_000)?.max(1));
     let python = std::env::var("SPUR_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let temp = tempfile::tempdir()?;
     let root = match std::env::var("SPUR_BENCH_LAKE") {
@@ -470,7 +646,15 @@ fn main() -> Result<()> {
     // 3–5 on this lake, 6 on a lake of a tenth of the history.
     let big = runtime.block_on(async {
         let mut lake = Lake::open(&root).await?;
-        engine_phases(&mut lake, events, visitors, step, true).await
+        let latency = Latency {
+            root: root.clone(),
+            rate,
+            seconds: latency_seconds,
+            flush,
+            interval,
+        };
+        let latency = (latency_seconds > 0).then_some(&latency);
+        engine_phases(&mut lake, events, visitors, step, true, latency).await
     })?;
     let small_events = (events / 10).max(step);
     println!("\nthe same against a history of {small_events} events:");
@@ -478,7 +662,7 @@ fn main() -> Result<()> {
     let small_root = small_dir.path().to_str().context("temp dir")?.to_owned();
     let small = runtime.block_on(async {
         let mut lake = generate(&small_root, small_events, visitors).await?;
-        engine_phases(&mut lake, small_events, visitors, step, false).await
+        engine_phases(&mut lake, small_events, visitors, step, false, None).await
     })?;
     println!(
         "\nstep against {events} events / against {small_events}: {:.2}x (1.0: a step costs what is new)",

@@ -48,12 +48,12 @@ use tracing::{debug, info};
 use crate::change::{Change, ChangeKind, grant_reason};
 use crate::config::{LifecycleConfig, SegmentDef};
 use crate::error::{Error, Result};
-use crate::identity::{LINKS_SQL, consent_sql};
+use crate::identity::{Entry, Identity};
 use crate::ledger::Ledger;
 use crate::profile::{PROFILES, profiles_from_state, purchase_condition};
 use crate::score::{Model, ScoringConfig};
 use crate::state::store::{self, Position};
-use crate::state::{Observed, Subjects, VisitorState, fold};
+use crate::state::{Observed, VisitorState, fold};
 
 /// What one step or sweep did.
 #[derive(Debug, Clone, Default)]
@@ -90,17 +90,18 @@ pub struct Engine {
     erasures_seen: Option<i64>,
     /// Last ledger seq considered (committed as `spur-segments-ledger`).
     ledger_seen: i64,
-    /// Version of `ledger` the last successful step looked at.
-    ledger_version_seen: Option<i64>,
+    /// Version of `ledger` whose entries [`Engine::identity`] has taken in (`None`:
+    /// none yet, or an erasure redacted entries: it is built again from the whole
+    /// ledger).
+    identity_version: Option<i64>,
     /// Subject → when its last confirmation request was decided, ms.
     requested: HashMap<String, i64>,
     /// Every visitor's state, and where it stands.
     states: HashMap<String, VisitorState>,
     position: Position,
-    /// Who each visitor is, from the ledger (reloaded when the ledger changes).
-    subjects: Subjects,
-    /// Subject → marketing-consent state (`crate::identity::consent_sql`).
-    consent: HashMap<String, String>,
+    /// Who each visitor is and each subject's marketing consent, taken in from the
+    /// ledger's new entries.
+    identity: Identity,
     /// When the state was last checkpointed (`None`: it never was, or it was rebuilt
     /// and not yet saved).
     checkpointed_at: Option<i64>,
@@ -224,11 +225,10 @@ impl Engine {
         let engine = Engine {
             states,
             position,
-            subjects: Subjects::default(),
-            consent: HashMap::new(),
+            identity: Identity::default(),
             checkpointed_at,
             ledger_seen,
-            ledger_version_seen: None,
+            identity_version: None,
             requested,
             lifecycle: lifecycle.clone(),
             segments: segments.to_vec(),
@@ -288,29 +288,29 @@ impl Engine {
     /// in one commit. On error nothing changed: call [`Engine::load`] again before the
     /// next step (another writer may have committed).
     pub async fn step(&mut self, lake: &mut Lake, now_ms: i64, full: bool) -> Result<StepSummary> {
-        // Links and consents first: the profiles below read them. This refreshes
-        // the lake (`sessions` before `events`).
-        self.ledger.step(lake, now_ms).await?;
-        let erased = self.forget_erased(lake).await?;
+        // Links and consents first: the profiles below read them. The follower
+        // (which reads who is linked from the identity, when that is current)
+        // refreshes the lake (`sessions` before `events`); then the identity takes in
+        // the new entries (its own and other writers'), or, after an erasure, the
+        // whole ledger again.
+        lake.refresh().await?;
+        let (erased, erasures_changed) = self.forget_erased(lake).await?;
+        if erasures_changed {
+            self.identity_version = None;
+        }
+        self.ledger.step(lake, now_ms, Some(&self.identity)).await?;
+        let (regrouped, entries) = self.take_in_ledger(lake).await?;
         let events_version = lake.version(TableKind::Events)?;
-        let ledger_version = lake.version(TableKind::Ledger)?;
         let sessions_version = lake.version(TableKind::Sessions)?;
-        let ledger_changed = self.ledger_version_seen != Some(ledger_version);
         if !full
             && self.events_seen == Some(events_version)
-            && !ledger_changed
+            && entries.is_empty()
+            && regrouped.is_empty()
             && self.position.sessions == sessions_version
         {
             return Ok(StepSummary::default());
         }
         let ctx = lake.session_context().await?;
-        // Subjects whose visitors changed (a link to another person, a split): the
-        // subject a visitor left must be evaluated too.
-        let regrouped = if ledger_changed || self.ledger_version_seen.is_none() {
-            self.load_identity(&ctx).await?
-        } else {
-            BTreeSet::new()
-        };
 
         // The state follows the new events and the dwell of newly closed sessions.
         let mut position = self.position.clone();
@@ -323,13 +323,6 @@ impl Engine {
                 visitor_state.expire_pending(now_ms - store::PENDING_HORIZON_MS);
             }
         }
-        // Ledger entries past the position: operator entries (a withdrawal by the
-        // mailer, a split) come without any event, and grants may need a request.
-        let entries = if ledger_changed || full {
-            ledger_after(&ctx, self.ledger_seen).await?
-        } else {
-            Vec::new()
-        };
 
         // The subjects to evaluate.
         let candidates_all: BTreeSet<String>;
@@ -338,14 +331,14 @@ impl Engine {
         } else {
             let mut set = BTreeSet::new();
             for visitor in &touched {
-                set.insert(self.subjects.subject_of(visitor).to_owned());
+                set.insert(self.identity.subjects().subject_of(visitor).to_owned());
                 set.insert(visitor.clone());
             }
             set.extend(regrouped);
             for entry in &entries {
                 set.extend(entry.subject_id.iter().cloned());
                 if let Some(visitor) = &entry.visitor_id {
-                    set.insert(self.subjects.subject_of(visitor).to_owned());
+                    set.insert(self.identity.subjects().subject_of(visitor).to_owned());
                     set.insert(visitor.clone());
                 }
             }
@@ -357,7 +350,7 @@ impl Engine {
                 candidates_all = self
                     .states
                     .keys()
-                    .map(|v| self.subjects.subject_of(v).to_owned())
+                    .map(|v| self.identity.subjects().subject_of(v).to_owned())
                     .collect();
                 candidates_all.iter().cloned().collect()
             }
@@ -391,7 +384,7 @@ impl Engine {
                         let reason = match profile {
                             Some(p) if !p.consent && p.unsubscribed => "unsubscribed",
                             Some(p) if !p.consent => "consent_withdrawn",
-                            None if self.subjects.person_of.contains_key(subject) => {
+                            None if self.identity.subjects().person_of.contains_key(subject) => {
                                 "subject_merged"
                             }
                             _ => "no_longer_matched",
@@ -418,7 +411,8 @@ impl Engine {
         let interval =
             i64::try_from(self.lifecycle.confirmation_interval.as_millis()).unwrap_or(i64::MAX);
         for (subject, grant) in &requests {
-            let confirmed = self.consent.get(*subject).is_some_and(|c| c == "granted");
+            let confirmed =
+                self.identity.consent(subject, self.lifecycle.double_opt_in) == Some("granted");
             let recent = self
                 .requested
                 .get(*subject)
@@ -447,7 +441,6 @@ impl Engine {
         let summary_subjects = evaluation.len();
         self.position = position;
         self.events_seen = Some(events_version);
-        self.ledger_version_seen = Some(ledger_version);
         // The decisions' position only rises (after a restart the state replays from
         // an older checkpoint).
         let mut watermarks = self.watermarks.clone();
@@ -527,50 +520,45 @@ impl Engine {
         &self.states
     }
 
-    /// Reloads who each visitor is and every subject's marketing consent from the
-    /// ledger. Returns the subjects a visitor left or joined.
-    async fn load_identity(&mut self, ctx: &SessionContext) -> Result<BTreeSet<String>> {
-        let mut links = Vec::new();
-        for batch in &collect(ctx, LINKS_SQL).await? {
-            let (visitor, subject) = (strings(batch, "visitor_id")?, strings(batch, "subject_id")?);
-            links.extend(
-                visitor
-                    .into_iter()
-                    .zip(subject)
-                    .filter_map(|(v, s)| Some((v?, s?))),
-            );
+    /// Brings the identity up to the ledger's version: takes in the entries after its
+    /// seq, or builds it from the whole ledger when it has none (the first step, an
+    /// erasure). Returns the subjects a visitor left or joined, and the entries after
+    /// the decisions' position `ledger_seen` (operator entries — a withdrawal by the
+    /// mailer, a split — come without any event, and grants may need a request).
+    async fn take_in_ledger(&mut self, lake: &Lake) -> Result<(BTreeSet<String>, Vec<Entry>)> {
+        let version = lake.version(TableKind::Ledger)?;
+        if self.identity_version == Some(version) {
+            return Ok((BTreeSet::new(), Vec::new()));
         }
-        let subjects = Subjects::new(links);
-        let mut regrouped = BTreeSet::new();
-        for visitor in self
-            .subjects
-            .person_of
-            .keys()
-            .chain(subjects.person_of.keys())
-        {
-            let (before, after) = (
-                self.subjects.subject_of(visitor),
-                subjects.subject_of(visitor),
-            );
-            if before != after {
-                regrouped.insert(before.to_owned());
-                regrouped.insert(after.to_owned());
-            }
-        }
-        self.subjects = subjects;
-        self.consent.clear();
-        for batch in &collect(ctx, &consent_sql(self.lifecycle.double_opt_in)).await? {
-            let (subject, state) = (
-                strings(batch, "subject_id")?,
-                strings(batch, "consent_state")?,
-            );
-            for (subject, state) in subject.into_iter().zip(state) {
-                if let (Some(subject), Some(state)) = (subject, state) {
-                    self.consent.insert(subject, state);
+        let ctx = lake.session_context().await?;
+        let (new, regrouped) = if self.identity_version.is_none() {
+            let all = ledger_after(&ctx, 0).await?;
+            let mut identity = Identity::default();
+            identity.apply(&all);
+            let (before, after) = (self.identity.subjects(), identity.subjects());
+            let mut regrouped = BTreeSet::new();
+            for visitor in before.person_of.keys().chain(after.person_of.keys()) {
+                let (was, is) = (before.subject_of(visitor), after.subject_of(visitor));
+                if was != is {
+                    regrouped.insert(was.to_owned());
+                    regrouped.insert(is.to_owned());
                 }
             }
-        }
-        Ok(regrouped)
+            self.identity = identity;
+            (all, regrouped)
+        } else {
+            // Entries between the decisions' position and the identity's (none, but
+            // after an error) are read again: `apply` skips what it has.
+            let new = ledger_after(&ctx, self.identity.seq().min(self.ledger_seen)).await?;
+            let regrouped = self.identity.apply(&new);
+            (new, regrouped)
+        };
+        self.identity_version = Some(version);
+        let entries = new
+            .into_iter()
+            .filter(|e| e.seq > self.ledger_seen)
+            .collect();
+        Ok((regrouped, entries))
     }
 
     /// Counts the events past `position` into the visitors' states and moves the
@@ -709,15 +697,17 @@ impl Engine {
 
     /// Drops erased subjects from the membership without a change (there is nobody
     /// left to tell about; the erasure removed their history), and returns the
-    /// digests of every erased pseudonym so no change is decided for them.
-    async fn forget_erased(&mut self, lake: &Lake) -> Result<HashSet<String>> {
+    /// digests of every erased pseudonym so no change is decided for them, and
+    /// whether `erasures` changed since the last call.
+    async fn forget_erased(&mut self, lake: &Lake) -> Result<(HashSet<String>, bool)> {
         let version = lake.version(TableKind::Erasures)?;
         if version == 0 {
-            return Ok(HashSet::new());
+            return Ok((HashSet::new(), false));
         }
         let ctx = lake.session_context().await?;
         let erased = erased_digests(&ctx).await?;
-        if self.erasures_seen != Some(version) {
+        let changed = self.erasures_seen != Some(version);
+        if changed {
             for members in self.members.values_mut() {
                 members.retain(|s| !erased.contains(&id_digest(s)));
             }
@@ -725,7 +715,7 @@ impl Engine {
             self.members.retain(|_, m| !m.is_empty());
             self.erasures_seen = Some(version);
         }
-        Ok(erased)
+        Ok((erased, changed))
     }
 
     /// The profiles of `subjects` from the state (those with at least one visitor
@@ -737,12 +727,13 @@ impl Engine {
     ) -> Result<BTreeMap<String, Evaluated>> {
         let mut rows = Vec::with_capacity(subjects.len());
         for subject in subjects {
-            let visitors = self.subjects.members(subject, &self.states);
+            let visitors = self.identity.subjects().members(subject, &self.states);
             if visitors.is_empty() {
                 continue;
             }
             let profile = fold(visitors, now_ms, &self.model);
-            rows.push((subject.clone(), profile, self.consent.get(subject).cloned()));
+            let consent = self.identity.consent(subject, self.lifecycle.double_opt_in);
+            rows.push((subject.clone(), profile, consent.map(str::to_owned)));
         }
         let ctx = profiles_from_state(&rows, &self.lifecycle, &self.model).await?;
         let mut sql = String::from("SELECT subject_id, consent_marketing, consent_state");
@@ -788,29 +779,20 @@ struct Evaluated {
     matched: Vec<bool>,
 }
 
-/// A ledger entry as the engine reads it.
-#[derive(Debug)]
-struct Entry {
-    seq: i64,
-    kind: String,
-    purpose: Option<String>,
-    subject_id: Option<String>,
-    visitor_id: Option<String>,
-}
-
 /// The ledger entries after seq `after`, in order (redacted ones have no content).
 async fn ledger_after(ctx: &SessionContext, after: i64) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     for batch in &collect(
         ctx,
         &format!(
-            "SELECT seq, kind, purpose, subject_id, visitor_id FROM ledger
+            "SELECT seq, CAST(at AS BIGINT) / 1000 AS at, kind, purpose, subject_id, visitor_id
+             FROM ledger
              WHERE seq > {after} AND erased = false ORDER BY seq"
         ),
     )
     .await?
     {
-        let seq = int64s(batch, "seq")?;
+        let (seq, at) = (int64s(batch, "seq")?, int64s(batch, "at")?);
         let kind = strings(batch, "kind")?;
         let purpose = strings(batch, "purpose")?;
         let subject = strings(batch, "subject_id")?;
@@ -818,6 +800,7 @@ async fn ledger_after(ctx: &SessionContext, after: i64) -> Result<Vec<Entry>> {
         for i in 0..batch.num_rows() {
             out.push(Entry {
                 seq: seq[i],
+                at: at[i],
                 kind: kind[i].clone().unwrap_or_default(),
                 purpose: purpose[i].clone(),
                 subject_id: subject[i].clone(),

@@ -65,7 +65,7 @@ use spur_lake::{Lake, TableKind, ledger_batch};
 use tracing::{debug, info};
 
 use crate::error::Result;
-use crate::identity::LINKS_SQL;
+use crate::identity::{Identity, LINKS_SQL};
 
 mod entries;
 #[cfg(test)]
@@ -152,7 +152,15 @@ impl Ledger {
     /// Turns the identify and consent events past the position into entries and
     /// commits them with the new position. On error nothing changed: [`Ledger::load`]
     /// again (another writer may have committed).
-    pub async fn step(&mut self, lake: &mut Lake, now_ms: i64) -> Result<LedgerStep> {
+    ///
+    /// Who is linked comes from `identity` when it has taken in every entry up to the
+    /// head (the audience engine keeps one), else from [`LINKS_SQL`] over the ledger.
+    pub async fn step(
+        &mut self,
+        lake: &mut Lake,
+        now_ms: i64,
+        identity: Option<&Identity>,
+    ) -> Result<LedgerStep> {
         lake.refresh().await?;
         // Another writer (an operator's split, a second follower) moved the head: go
         // on from theirs, or the chain would fork.
@@ -176,7 +184,8 @@ impl Ledger {
             return Ok(LedgerStep::default());
         }
         let sources = source_events(&ctx, &new_rows).await?;
-        let mut known = known(&ctx, &sources, self.head.0).await?;
+        let identity = identity.filter(|i| i.seq() == self.head.0);
+        let mut known = known(&ctx, &sources, self.head.0, identity).await?;
         let drafts = entries(&sources, &mut known);
         let rows = chain(&self.head, drafts, now_ms);
         let new_head = rows
@@ -305,25 +314,41 @@ async fn source_events(ctx: &SessionContext, new_rows: &str) -> Result<Vec<Sourc
 /// What the ledger knows about the visitors and subjects of `sources`: the current
 /// link of each visitor, and the marketing entries of each subject a signed consent
 /// event names (the confirmations to check).
-async fn known(ctx: &SessionContext, sources: &[SourceEvent], head_seq: i64) -> Result<Known> {
+async fn known(
+    ctx: &SessionContext,
+    sources: &[SourceEvent],
+    head_seq: i64,
+    identity: Option<&Identity>,
+) -> Result<Known> {
     let mut known = Known::after(head_seq);
-    let mut visitors: Vec<String> = sources.iter().map(|s| quote(&s.visitor_id)).collect();
-    visitors.sort();
-    visitors.dedup();
-    if visitors.is_empty() {
-        return Ok(known);
-    }
-    let sql = format!(
-        "SELECT visitor_id, subject_id FROM ({}) WHERE visitor_id IN ({})",
-        LINKS_SQL,
-        visitors.join(", ")
-    );
-    for batch in &collect(ctx, &sql).await? {
-        let visitor = strings(batch, "visitor_id")?;
-        let subject = strings(batch, "subject_id")?;
-        for (v, s) in visitor.into_iter().zip(subject) {
-            if let (Some(v), Some(s)) = (v, s) {
-                known.links.insert(v, s);
+    if let Some(identity) = identity {
+        let links = &identity.subjects().person_of;
+        for source in sources {
+            if let Some(person) = links.get(&source.visitor_id) {
+                known
+                    .links
+                    .insert(source.visitor_id.clone(), person.clone());
+            }
+        }
+    } else {
+        let mut visitors: Vec<String> = sources.iter().map(|s| quote(&s.visitor_id)).collect();
+        visitors.sort();
+        visitors.dedup();
+        if visitors.is_empty() {
+            return Ok(known);
+        }
+        let sql = format!(
+            "SELECT visitor_id, subject_id FROM ({}) WHERE visitor_id IN ({})",
+            LINKS_SQL,
+            visitors.join(", ")
+        );
+        for batch in &collect(ctx, &sql).await? {
+            let visitor = strings(batch, "visitor_id")?;
+            let subject = strings(batch, "subject_id")?;
+            for (v, s) in visitor.into_iter().zip(subject) {
+                if let (Some(v), Some(s)) = (v, s) {
+                    known.links.insert(v, s);
+                }
             }
         }
     }

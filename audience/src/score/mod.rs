@@ -91,7 +91,7 @@ pub async fn run(lake_root: &str, scoring: &ScoringConfig, as_of_ms: i64) -> Res
     let now = chrono::Utc::now().timestamp_millis();
     crate::ledger::Ledger::load(&lake)
         .await?
-        .step(&mut lake, now)
+        .step(&mut lake, now, None)
         .await?;
     let ctx = lake.session_context().await?;
     let scores = score_all(&ctx, &model, as_of_ms).await?;

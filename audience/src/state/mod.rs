@@ -35,7 +35,7 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::score::Model;
 
@@ -251,53 +251,4 @@ pub fn fold<'a>(
     }
     p.country = country.map(|c| c.2.clone());
     p
-}
-
-/// Which visitors make up each subject: the identity ledger's links, inverted.
-#[derive(Clone, Debug, Default)]
-pub struct Subjects {
-    /// Linked visitor → person.
-    pub person_of: HashMap<String, String>,
-    /// Person → its linked visitors.
-    pub visitors_of: HashMap<String, Vec<String>>,
-}
-
-impl Subjects {
-    pub fn new(links: impl IntoIterator<Item = (String, String)>) -> Subjects {
-        let mut s = Subjects::default();
-        for (visitor, person) in links {
-            s.visitors_of
-                .entry(person.clone())
-                .or_default()
-                .push(visitor.clone());
-            s.person_of.insert(visitor, person);
-        }
-        for visitors in s.visitors_of.values_mut() {
-            visitors.sort();
-        }
-        s
-    }
-
-    /// The subject a visitor belongs to: its person, else itself.
-    pub fn subject_of<'a>(&'a self, visitor: &'a str) -> &'a str {
-        self.person_of.get(visitor).map_or(visitor, String::as_str)
-    }
-
-    /// The visitors of `subject` that have a state: its linked visitors, or itself
-    /// when it is a visitor that is not linked to anyone.
-    pub fn members<'a>(
-        &'a self,
-        subject: &'a str,
-        states: &'a HashMap<String, VisitorState>,
-    ) -> Vec<&'a VisitorState> {
-        let linked = self.visitors_of.get(subject).map(Vec::as_slice);
-        let own = (!self.person_of.contains_key(subject)).then_some(subject);
-        linked
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .chain(own)
-            .filter_map(|v| states.get(v))
-            .collect()
-    }
 }

@@ -82,7 +82,10 @@ async fn step(w: &mut Writer, now: i64) -> Result<Vec<(i64, String, Option<Strin
 }
 
 async fn step_rows(w: &mut Writer, now: i64) -> Result<Vec<LedgerRow>> {
-    let step = Ledger::load(&w.lake).await?.step(&mut w.lake, now).await?;
+    let step = Ledger::load(&w.lake)
+        .await?
+        .step(&mut w.lake, now, None)
+        .await?;
     Ok(step.entries)
 }
 

@@ -64,7 +64,7 @@ async fn lake_with_rows() -> Result<(tempfile::TempDir, Config)> {
     // The identity links, as the ledger follower records them.
     spur_audience::Ledger::load(&lake)
         .await?
-        .step(&mut lake, AS_OF)
+        .step(&mut lake, AS_OF, None)
         .await?;
     let config = Config {
         lake: root,

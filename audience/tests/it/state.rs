@@ -211,7 +211,7 @@ impl World {
                     };
                     Ledger::load(&self.w.lake)
                         .await?
-                        .step(&mut self.w.lake, self.clock)
+                        .step(&mut self.w.lake, self.clock, None)
                         .await?;
                     Ledger::append_operator(&mut self.w.lake, vec![draft], self.clock).await?;
                 }

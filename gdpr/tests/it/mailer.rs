@@ -303,7 +303,10 @@ async fn concurrent_withdrawals_all_land_in_one_chain() -> Result<()> {
         true,
     )])
     .await?;
-    Ledger::load(&w.lake).await?.step(&mut w.lake, T0).await?;
+    Ledger::load(&w.lake)
+        .await?
+        .step(&mut w.lake, T0, None)
+        .await?;
     let mut one = Lake::open(&root(&dir)?).await?;
     let mut two = Lake::open(&root(&dir)?).await?;
     let (a, b) = tokio::join!(
@@ -343,7 +346,7 @@ async fn a_mailer_list_resolves_to_subject_ids() -> Result<()> {
         .await?;
     Ledger::load(&s.w.lake)
         .await?
-        .step(&mut s.w.lake, T0 + MIN)
+        .step(&mut s.w.lake, T0 + MIN, None)
         .await?;
     let bob = s.id("bob@example.com")?;
 

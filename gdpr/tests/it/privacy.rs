@@ -97,7 +97,7 @@ async fn identify_links_only_with_consent_evidence_and_a_split_undoes_it() -> Re
     rows.push(bare);
     w.append(rows).await?;
     let mut ledger = Ledger::load(&w.lake).await?;
-    let step = ledger.step(&mut w.lake, T0 + DAY_MS).await?;
+    let step = ledger.step(&mut w.lake, T0 + DAY_MS, None).await?;
     let kinds: Vec<(String, Option<String>)> = step
         .entries
         .iter()
@@ -171,7 +171,7 @@ async fn tampering_with_a_past_ledger_entry_is_detected() -> Result<()> {
     w.append(history()).await?;
     Ledger::load(&w.lake)
         .await?
-        .step(&mut w.lake, T0 + DAY_MS)
+        .step(&mut w.lake, T0 + DAY_MS, None)
         .await?;
     let clean = verify(&w.lake).await?;
     ensure!(clean.problem.is_none() && clean.entries >= 6, "{clean:?}");
@@ -195,7 +195,7 @@ async fn tampering_with_a_past_ledger_entry_is_detected() -> Result<()> {
     w.append(history()).await?;
     Ledger::load(&w.lake)
         .await?
-        .step(&mut w.lake, T0 + DAY_MS)
+        .step(&mut w.lake, T0 + DAY_MS, None)
         .await?;
     w.lake
         .delete(TableKind::Ledger, col("seq").eq(lit(3i64)))
@@ -563,7 +563,7 @@ async fn admin_endpoints_need_the_token_and_are_not_cors_open() -> Result<()> {
     w.append(history()).await?;
     Ledger::load(&w.lake)
         .await?
-        .step(&mut w.lake, T0 + DAY_MS)
+        .step(&mut w.lake, T0 + DAY_MS, None)
         .await?;
     let token = "t0123456789abcdef0123456789abcdef";
     let admin = std::sync::Arc::new(admin::Admin {

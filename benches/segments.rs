@@ -552,6 +552,13 @@ fn main() -> Result<()> {
         Ok(dir) if !dir.is_empty() => dir,
         _ => temp.path().to_str().context("temp dir")?.to_owned(),
     };
+    // `RUST_LOG=spur_audience=debug` shows where a step's time goes.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

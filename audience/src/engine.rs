@@ -293,6 +293,8 @@ impl Engine {
         // refreshes the lake (`sessions` before `events`); then the identity takes in
         // the new entries (its own and other writers'), or, after an erasure, the
         // whole ledger again.
+        let started = std::time::Instant::now();
+        let ms = |since: std::time::Instant| since.elapsed().as_millis() as u64;
         lake.refresh().await?;
         let (erased, erasures_changed) = self.forget_erased(lake).await?;
         if erasures_changed {
@@ -300,6 +302,7 @@ impl Engine {
         }
         self.ledger.step(lake, now_ms, Some(&self.identity)).await?;
         let (regrouped, entries) = self.take_in_ledger(lake).await?;
+        let ledger_ms = ms(started);
         let events_version = lake.version(TableKind::Events)?;
         let sessions_version = lake.version(TableKind::Sessions)?;
         if !full
@@ -314,8 +317,12 @@ impl Engine {
 
         // The state follows the new events and the dwell of newly closed sessions.
         let mut position = self.position.clone();
+        let read = std::time::Instant::now();
         let (mut touched, events) = self.observe_events(&ctx, &mut position).await?;
+        let events_ms = ms(read);
+        let read = std::time::Instant::now();
         touched.extend(self.settle_dwell(lake, &mut position).await?);
+        let dwell_ms = ms(read);
         if full {
             // Views past the horizon keep weight 1 for good; a sweep visits every
             // visitor anyway, a step must not.
@@ -355,7 +362,10 @@ impl Engine {
                 candidates_all.iter().cloned().collect()
             }
         };
+        let read = std::time::Instant::now();
         let evaluation = self.evaluate(&list, now_ms).await?;
+        let evaluate_ms = ms(read);
+        let read = std::time::Instant::now();
 
         // Candidates: the evaluated subjects, and for a sweep every current member.
         let mut candidates: BTreeSet<String> = list.into_iter().collect();
@@ -483,6 +493,12 @@ impl Engine {
         };
         debug!(
             full,
+            ledger_ms,
+            events_ms,
+            dwell_ms,
+            evaluate_ms,
+            commit_ms = ms(read),
+            total_ms = ms(started),
             subjects = summary_subjects,
             events,
             changes = changes.len(),

@@ -15,6 +15,10 @@
 //!   creates its topics there. Without it, librdkafka's in-process mock cluster is used.
 //!   Example: `SPUR_BENCH_BROKERS=127.0.0.1:9092 cargo bench --bench ingest`.
 
+/// The binary's allocator (`src/main.rs`), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

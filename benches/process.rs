@@ -40,6 +40,10 @@
 //!   tcp://127.0.0.1:9092 --storage-engine memory://tansu/ &` then
 //!   `SPUR_BENCH_BROKERS=127.0.0.1:9092 cargo bench --bench process`.
 
+/// The binary's allocator (`src/main.rs`), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "support/proc.rs"]
 mod proc;
 use proc::{cpu_seconds, proc_status, reset_peak_rss};

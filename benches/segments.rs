@@ -42,6 +42,10 @@
 //! run; default a temporary directory), `SPUR_BENCH_PYTHON` (default `python3`; needs
 //! `duckdb`, `deltalake` and `pyarrow`: `pip install duckdb 'deltalake[pyarrow]'`).
 
+/// The binary's allocator (`src/main.rs`), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

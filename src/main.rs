@@ -11,6 +11,11 @@ use tokio::net::TcpListener;
 
 mod settings;
 
+/// mimalloc, not glibc's malloc: DataFusion's many short-lived buffers across threads
+/// left glibc holding gigabytes it no longer used (ARCHITECTURE.md, "Memory").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use settings::{Settings, shutdown_signal};
 
 #[derive(Parser, Debug)]

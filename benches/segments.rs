@@ -38,6 +38,7 @@
 //! 10,000,000), `SPUR_BENCH_VISITORS` (default 200,000), `SPUR_BENCH_STEP` (10,000),
 //! `SPUR_BENCH_RATE`, `SPUR_BENCH_LATENCY_SECS`, `SPUR_BENCH_FLUSH_MS`,
 //! `SPUR_BENCH_INTERVAL_MS` (phase 6; `SPUR_BENCH_LATENCY_SECS=0` skips it),
+//! `RUST_LOG=spur_audience=debug` (each step's time by part on stderr),
 //! `SPUR_BENCH_LAKE` (a directory to keep the generated lake in and reuse on the next
 //! run; default a temporary directory), `SPUR_BENCH_PYTHON` (default `python3`; needs
 //! `duckdb`, `deltalake` and `pyarrow`: `pip install duckdb 'deltalake[pyarrow]'`).

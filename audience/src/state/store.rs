@@ -10,7 +10,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use spur_lake::model::AudienceStateRow;
 use spur_lake::read::{booleans, collect, float64s, int64s, optional_int64s, strings};
@@ -56,24 +60,28 @@ pub async fn rebuild(
     let mut states: HashMap<String, VisitorState> = HashMap::new();
     let t = datafusion_ms("e.event_time");
     let purchase = purchase_condition(lifecycle);
+    // Per session first, then per visitor: every aggregate is one DataFusion can keep
+    // per group in flat arrays (a `count(DISTINCT …)` or an ordered `last_value` per
+    // visitor kept a set or a boxed accumulator per group: 16.9 GB on 10M events).
     for batch in &collect(
         ctx,
         &format!(
-            "SELECT e.visitor_id AS visitor_id,
-                bool_or(e.event_type = 'identify' AND e.email_hash IS NOT NULL) AS identified,
-                min({t}) AS first_seen, max({t}) AS last_seen, count(*) AS events,
-                count(*) FILTER (WHERE e.event_type = 'pageview') AS pageviews,
-                count(DISTINCT e.session_id) AS sessions,
-                count(*) FILTER (WHERE {purchase}) AS purchases,
-                min({t}) FILTER (WHERE {purchase}) AS first_purchase,
-                max({t}) FILTER (WHERE {purchase}) AS last_purchase,
-                last_value(e.country ORDER BY e.event_time, e.event_id)
-                    FILTER (WHERE e.country IS NOT NULL) AS country,
-                last_value(e.event_id ORDER BY e.event_time, e.event_id)
-                    FILTER (WHERE e.country IS NOT NULL) AS country_event,
-                max({t}) FILTER (WHERE e.country IS NOT NULL) AS country_time
-             FROM events e WHERE e.is_bot = false AND {t} <= {as_of_ms}
-             GROUP BY e.visitor_id"
+            "SELECT visitor_id, bool_or(identified) AS identified,
+                min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+                sum(events) AS events, sum(pageviews) AS pageviews, count(*) AS sessions,
+                sum(purchases) AS purchases, min(first_purchase) AS first_purchase,
+                max(last_purchase) AS last_purchase
+             FROM (
+                SELECT e.visitor_id AS visitor_id,
+                    bool_or(e.event_type = 'identify' AND e.email_hash IS NOT NULL) AS identified,
+                    min({t}) AS first_seen, max({t}) AS last_seen, count(*) AS events,
+                    count(*) FILTER (WHERE e.event_type = 'pageview') AS pageviews,
+                    count(*) FILTER (WHERE {purchase}) AS purchases,
+                    min({t}) FILTER (WHERE {purchase}) AS first_purchase,
+                    max({t}) FILTER (WHERE {purchase}) AS last_purchase
+                FROM events e WHERE e.is_bot = false AND {t} <= {as_of_ms}
+                GROUP BY e.visitor_id, e.session_id)
+             GROUP BY visitor_id"
         ),
     )
     .await?
@@ -90,11 +98,6 @@ pub async fn rebuild(
         );
         let (first_seen, last_seen) = (opt("first_seen")?, opt("last_seen")?);
         let (first_purchase, last_purchase) = (opt("first_purchase")?, opt("last_purchase")?);
-        let (country, country_event, country_time) = (
-            strings(batch, "country")?,
-            strings(batch, "country_event")?,
-            opt("country_time")?,
-        );
         for (i, visitor) in visitor.into_iter().enumerate() {
             let Some(visitor) = visitor else { continue };
             let state = states.entry(visitor).or_default();
@@ -107,11 +110,52 @@ pub async fn rebuild(
             state.purchases = purchases[i];
             state.first_purchase = first_purchase[i];
             state.last_purchase = last_purchase[i];
-            state.country = match (&country[i], &country_event[i], country_time[i]) {
-                (Some(c), Some(e), Some(at)) => Some((at, e.clone(), c.clone())),
-                _ => None,
-            };
             state.interest_ref = as_of_ms;
+        }
+    }
+    // The latest country (by time, then event id), folded from a stream: memory
+    // follows visitors, not events.
+    let mut stream = ctx
+        .sql(&format!(
+            "SELECT e.visitor_id AS visitor_id, {t} AS time_ms, e.event_id AS event_id,
+                    e.country AS country
+             FROM events e
+             WHERE e.is_bot = false AND e.country IS NOT NULL AND {t} <= {as_of_ms}"
+        ))
+        .await
+        .map_err(Error::Query)?
+        .execute_stream()
+        .await
+        .map_err(Error::Query)?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(Error::Query)?;
+        let text = |name: &str| -> Result<ArrayRef> {
+            let array = batch
+                .column_by_name(name)
+                .ok_or_else(|| Error::Config(format!("rebuild: no column {name}")))?;
+            cast(array, &DataType::Utf8).map_err(|e| Error::Query(e.into()))
+        };
+        let (visitor, event, country) = (text("visitor_id")?, text("event_id")?, text("country")?);
+        let (visitor, event, country) = (
+            visitor.as_string::<i32>(),
+            event.as_string::<i32>(),
+            country.as_string::<i32>(),
+        );
+        let time = int64s(&batch, "time_ms")?;
+        for (i, &time) in time.iter().enumerate() {
+            let (Some(v), Some(e), Some(c)) =
+                (text_at(visitor, i), text_at(event, i), text_at(country, i))
+            else {
+                continue;
+            };
+            if let Some(state) = states.get_mut(v)
+                && state
+                    .country
+                    .as_ref()
+                    .is_none_or(|(at, id, _)| (time, e) > (*at, id.as_str()))
+            {
+                state.country = Some((time, e.to_owned(), c.to_owned()));
+            }
         }
     }
 
@@ -216,6 +260,11 @@ pub async fn rebuild(
         }
     }
     Ok(states)
+}
+
+/// Row `i` of a text column, `None` when NULL.
+fn text_at(array: &StringArray, i: usize) -> Option<&str> {
+    array.is_valid(i).then(|| array.value(i))
 }
 
 /// The stored form of a visitor's state (JSON in `audience_state.state`).

@@ -380,15 +380,7 @@ async fn engine_phases(
     let rows: Vec<EventRow> = (events..events + step)
         .map(|n| event(n, visitors, events))
         .collect();
-    lake.append(TableKind::Events, spur_lake::events_batch(&rows)?, &[])
-        .await?;
-    let sessions = spur_testkit::closed_sessions(&rows);
-    lake.append(
-        TableKind::Sessions,
-        spur_lake::sessions_batch(&sessions)?,
-        &[],
-    )
-    .await?;
+    append_closed(lake, &rows).await?;
     reset_peak_rss();
     let (started, cpu) = (Instant::now(), cpu_seconds());
     let stepped = engine.step(lake, AS_OF + DAY, false).await?;
@@ -412,6 +404,21 @@ async fn engine_phases(
         latency_phase(&mut engine, lake, latency, events + step, visitors, events).await?;
     }
     Ok(seconds)
+}
+
+/// Appends `rows` to `events`, then their sessions, closed, to `sessions` (two
+/// commits, as the processor writes them).
+async fn append_closed(lake: &mut Lake, rows: &[EventRow]) -> Result<()> {
+    lake.append(TableKind::Events, spur_lake::events_batch(rows)?, &[])
+        .await?;
+    let sessions = spur_testkit::closed_sessions(rows);
+    lake.append(
+        TableKind::Sessions,
+        spur_lake::sessions_batch(&sessions)?,
+        &[],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Phase 6's settings.
@@ -467,15 +474,7 @@ async fn latency_phase(
                     })
                     .collect();
                 arrived.lock().expect("arrivals").extend(times);
-                lake.append(TableKind::Events, spur_lake::events_batch(&rows)?, &[])
-                    .await?;
-                let sessions = spur_testkit::closed_sessions(&rows);
-                lake.append(
-                    TableKind::Sessions,
-                    spur_lake::sessions_batch(&sessions)?,
-                    &[],
-                )
-                .await?;
+                append_closed(&mut lake, &rows).await?;
                 (from, n, sent) = (to, n + count, sent + count);
             }
             anyhow::Ok(sent)

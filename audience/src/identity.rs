@@ -74,19 +74,6 @@ pub struct Entry {
     pub visitor_id: Option<String>,
 }
 
-impl From<&spur_lake::model::LedgerRow> for Entry {
-    fn from(row: &spur_lake::model::LedgerRow) -> Entry {
-        Entry {
-            seq: row.seq,
-            at: row.at,
-            kind: row.kind.clone(),
-            purpose: row.purpose.clone(),
-            subject_id: row.subject_id.clone(),
-            visitor_id: row.visitor_id.clone(),
-        }
-    }
-}
-
 /// The kinds of marketing entry [`consent_sql`] reads, in no meaningful order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Marketing {

@@ -3,7 +3,8 @@
 //! tables in the same run.
 //!
 //! Phases, each timed, with the peak RSS of its process (`VmHWM`, reset before each
-//! Spur phase; DuckDB runs in a Python process of its own, its `VmHWM`):
+//! Spur phase; `spur score` and the restart with its sweep run in a process of their
+//! own, as the command and a restarted service do, and so does DuckDB, in Python):
 //! 1. **generate**: N events of V visitors over 30 days, written to a fresh lake with
 //!    `Lake::append` as the processor writes them (zstd Parquet, `dt` partitions),
 //!    each day's sessions (with their pageviews' dwell) after the day:
@@ -17,7 +18,9 @@
 //!    Row counts and score sums must agree.
 //! 3. **engine start (rebuild)**: `Engine::load` without a checkpoint computes every
 //!    visitor's state from the lake, and the first step; then the checkpoint saved.
-//! 4. **sweep over the state**: every subject evaluated from the state (3 segments).
+//! 4. **restart and sweep**: a new process loads the engine from the checkpoint, as
+//!    the segment service does when it starts, and evaluates every subject from the
+//!    state (3 segments); its peak RSS is the service's.
 //! 5. **step**: `SPUR_BENCH_STEP` (10,000) new events and their closed sessions
 //!    appended, then one step: from reading them to the changes committed.
 //! 6. **latency**: on the big lake, events arrive at `SPUR_BENCH_RATE` (2,000) per
@@ -39,6 +42,8 @@
 //! `SPUR_BENCH_RATE`, `SPUR_BENCH_LATENCY_SECS`, `SPUR_BENCH_FLUSH_MS`,
 //! `SPUR_BENCH_INTERVAL_MS` (phase 6; `SPUR_BENCH_LATENCY_SECS=0` skips it),
 //! `RUST_LOG=spur_audience=debug` (each step's time by part on stderr),
+//! `SPUR_BENCH_ONLY=score` (phases 1–2 only), `SPUR_BENCH_EXPLAIN=1` (DataFusion's
+//! `EXPLAIN ANALYZE` of the score SQL on stderr),
 //! `SPUR_BENCH_LAKE` (a directory to keep the generated lake in and reuse on the next
 //! run; default a temporary directory), `SPUR_BENCH_PYTHON` (default `python3`; needs
 //! `duckdb`, `deltalake` and `pyarrow`: `pip install duckdb 'deltalake[pyarrow]'`).
@@ -291,13 +296,7 @@ async fn generate(root: &str, events: u64, visitors: u64) -> Result<Lake> {
         }
         // The day's sessions close after it, with their pageviews' dwell, as the
         // processor writes them.
-        let sessions = spur_testkit::closed_sessions(&rows);
-        lake.append(
-            TableKind::Sessions,
-            spur_lake::sessions_batch(&sessions)?,
-            &[],
-        )
-        .await?;
+        spur_testkit::append_closed_sessions(&mut lake, &rows).await?;
     }
     line(
         &format!("generate {events} events"),
@@ -319,14 +318,7 @@ async fn engine_phases(
     require_members: bool,
     latency: Option<&Latency>,
 ) -> Result<f64> {
-    let lifecycle = LifecycleConfig {
-        // Single opt-in: the generated sign-ups' marketing grants count at once
-        // (under double opt-in they would wait for the confirmation link's click,
-        // which a generated history cannot make).
-        double_opt_in: false,
-        ..LifecycleConfig::default()
-    };
-    let scoring = ScoringConfig::default();
+    let (lifecycle, scoring) = engine_config();
     reset_peak_rss();
     let (started, cpu) = (Instant::now(), cpu_seconds());
     let mut engine = Engine::load(lake, &lifecycle, &segments(), &scoring).await?;
@@ -354,27 +346,25 @@ async fn engine_phases(
         &format!("{} visitors", engine.states().len()),
     );
 
-    reset_peak_rss();
-    let (started, cpu) = (Instant::now(), cpu_seconds());
-    let sweep = engine.step(lake, AS_OF, true).await?;
-    let members: Vec<String> = segments()
-        .iter()
-        .map(|s| format!("{} {}", s.name, engine.members(&s.name).count()))
-        .collect();
-    line(
-        "sweep over the state (3 segments)",
-        started.elapsed().as_secs_f64(),
-        cpu_seconds() - cpu,
-        &proc_status("VmHWM"),
-        &format!("{} subjects; {}", sweep.subjects, members.join(", ")),
-    );
-    let total: usize = segments()
-        .iter()
-        .map(|s| engine.members(&s.name).count())
-        .sum();
-    if require_members && total == 0 {
-        bail!("every segment is empty: the generated consent made nobody a member");
+    // 4. A restart from the checkpoint and a sweep, in a process of their own: the
+    // segment service's footprint, not what the rebuild above left allocated. Then
+    // this process reloads too (the child's sweep committed).
+    drop(engine);
+    for child in in_child("sweep", lake.root())? {
+        line(
+            &child.phase,
+            child.elapsed,
+            child.cpu,
+            &format!("{} kB", child.peak_kb),
+            &child.notes,
+        );
+        if require_members && child.members == Some(0) {
+            bail!("every segment is empty: the generated consent made nobody a member");
+        }
     }
+    let mut engine = Engine::load(lake, &lifecycle, &segments(), &scoring).await?;
+    // Its first step reads the ledger whole once (as the service's first step does).
+    engine.step(lake, AS_OF, false).await?;
 
     // New events on the next day, and their sessions closed.
     let rows: Vec<EventRow> = (events..events + step)
@@ -406,19 +396,171 @@ async fn engine_phases(
     Ok(seconds)
 }
 
+/// What a phase run in a child process reports (one JSON line each on its stdout).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ChildPhase {
+    phase: String,
+    elapsed: f64,
+    cpu: f64,
+    /// `VmHWM` of the child, reset before the phase.
+    peak_kb: u64,
+    notes: String,
+    /// `spur score`'s result row (count, score sum, raw sum, views).
+    row: Option<Vec<f64>>,
+    /// Members of all segments after a sweep.
+    members: Option<usize>,
+}
+
+impl ChildPhase {
+    /// Times `run` from now, with this process's CPU and (reset) peak RSS.
+    async fn measure<T>(
+        phase: &str,
+        run: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<(T, ChildPhase)> {
+        reset_peak_rss();
+        let (started, cpu) = (Instant::now(), cpu_seconds());
+        let out = run.await?;
+        let peak_kb = proc_status("VmHWM")
+            .split_whitespace()
+            .next()
+            .and_then(|kb| kb.parse().ok())
+            .unwrap_or(0);
+        Ok((
+            out,
+            ChildPhase {
+                phase: phase.to_owned(),
+                elapsed: started.elapsed().as_secs_f64(),
+                cpu: cpu_seconds() - cpu,
+                peak_kb,
+                notes: String::new(),
+                row: None,
+                members: None,
+            },
+        ))
+    }
+
+    fn print(&self) -> Result<()> {
+        println!("{}", serde_json::to_string(self)?);
+        Ok(())
+    }
+}
+
+/// Runs `phase` on the lake at `root` in a process of its own (this executable again,
+/// with `SPUR_BENCH_CHILD`), so that its peak RSS is that of a process doing only that
+/// — as the command or a restarted service does — and not what earlier phases left
+/// allocated; DuckDB is measured in a process of its own too.
+fn in_child(phase: &str, root: &str) -> Result<Vec<ChildPhase>> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .env("SPUR_BENCH_CHILD", phase)
+        .env("SPUR_BENCH_CHILD_LAKE", root)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting the {phase} phase's process"))?;
+    if !output.status.success() {
+        bail!("the {phase} phase's process failed: {}", output.status);
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).with_context(|| format!("phase {phase} printed {l}")))
+        .collect()
+}
+
+/// A phase in a child process ([`in_child`]): prints its [`ChildPhase`] lines.
+async fn child(phase: &str, root: &str) -> Result<()> {
+    let mut lake = Lake::open(root).await?;
+    match phase {
+        "score" => {
+            if std::env::var_os("SPUR_BENCH_EXPLAIN").is_some() {
+                // Where the SQL's time goes, by operator (run before the timed phase).
+                let model = Model::new(&ScoringConfig::default())?;
+                let ctx = spur_audience::score::interest_session(&lake.session_context().await?);
+                let sql = interest_sql(
+                    &model,
+                    AS_OF,
+                    Per::Subject,
+                    &spur_audience::score::datafusion_ms,
+                );
+                for batch in ctx
+                    .sql(&format!("EXPLAIN ANALYZE {sql}"))
+                    .await?
+                    .collect()
+                    .await?
+                {
+                    eprintln!(
+                        "{}",
+                        datafusion::arrow::util::pretty::pretty_format_batches(&[batch])?
+                    );
+                }
+            }
+            let (scores, mut report) = ChildPhase::measure("spur score (closed-form SQL)", async {
+                let model = Model::new(&ScoringConfig::default())?;
+                let ctx = lake.session_context().await?;
+                let scores = score_all(&ctx, &model, AS_OF).await?;
+                write_scores(&mut lake, &scores, AS_OF).await?;
+                Ok(scores)
+            })
+            .await?;
+            let row = vec![
+                scores.len() as f64,
+                scores.iter().map(|s| s.score).sum::<f64>(),
+                scores.iter().map(|s| s.raw).sum::<f64>(),
+                scores.iter().map(|s| s.views).sum::<i64>() as f64,
+            ];
+            report.notes = format!("{} scores; {row:?}", scores.len());
+            report.row = Some(row);
+            report.print()
+        }
+        "sweep" => {
+            let (lifecycle, scoring) = engine_config();
+            let (mut engine, mut report) =
+                ChildPhase::measure("restart: engine from checkpoint", async {
+                    Ok(Engine::load(&lake, &lifecycle, &segments(), &scoring).await?)
+                })
+                .await?;
+            report.notes = format!("{} visitors", engine.states().len());
+            report.print()?;
+            let (sweep, mut report) =
+                ChildPhase::measure("sweep over the state (3 segments)", async {
+                    Ok(engine.step(&mut lake, AS_OF, true).await?)
+                })
+                .await?;
+            let members: Vec<String> = segments()
+                .iter()
+                .map(|s| format!("{} {}", s.name, engine.members(&s.name).count()))
+                .collect();
+            report.notes = format!("{} subjects; {}", sweep.subjects, members.join(", "));
+            report.members = Some(
+                segments()
+                    .iter()
+                    .map(|s| engine.members(&s.name).count())
+                    .sum(),
+            );
+            report.print()
+        }
+        other => bail!("no benchmark phase {other}"),
+    }
+}
+
+/// The segment engine's settings in this benchmark.
+fn engine_config() -> (LifecycleConfig, ScoringConfig) {
+    let lifecycle = LifecycleConfig {
+        // Single opt-in: the generated sign-ups' marketing grants count at once
+        // (under double opt-in they would wait for the confirmation link's click,
+        // which a generated history cannot make).
+        double_opt_in: false,
+        ..LifecycleConfig::default()
+    };
+    (lifecycle, ScoringConfig::default())
+}
+
 /// Appends `rows` to `events`, then their sessions, closed, to `sessions` (two
 /// commits, as the processor writes them).
 async fn append_closed(lake: &mut Lake, rows: &[EventRow]) -> Result<()> {
     lake.append(TableKind::Events, spur_lake::events_batch(rows)?, &[])
         .await?;
-    let sessions = spur_testkit::closed_sessions(rows);
-    lake.append(
-        TableKind::Sessions,
-        spur_lake::sessions_batch(&sessions)?,
-        &[],
-    )
-    .await?;
-    Ok(())
+    spur_testkit::append_closed_sessions(lake, rows).await
 }
 
 /// Phase 6's settings.
@@ -543,6 +685,14 @@ async fn latency_phase(
 }
 
 fn main() -> Result<()> {
+    if let Ok(phase) = std::env::var("SPUR_BENCH_CHILD") {
+        let root = std::env::var("SPUR_BENCH_CHILD_LAKE").context("SPUR_BENCH_CHILD_LAKE")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        return runtime.block_on(child(&phase, &root));
+    }
     let events = env_u64("SPUR_BENCH_EVENTS", 10_000_000)?;
     let visitors = env_u64("SPUR_BENCH_VISITORS", 200_000)?;
     let step = env_u64("SPUR_BENCH_STEP", 10_000)?;
@@ -575,31 +725,21 @@ fn main() -> Result<()> {
         "phase", "elapsed s", "CPU s", "peak RSS"
     );
 
-    // 1, 2: the lake, then `spur score`'s SQL on DataFusion.
-    let (spur_seconds, spur_row) = runtime.block_on(async {
-        let mut lake = generate(&root, events, visitors).await?;
-        reset_peak_rss();
-        let (started, cpu) = (Instant::now(), cpu_seconds());
-        let model = Model::new(&ScoringConfig::default())?;
-        let ctx = lake.session_context().await?;
-        let scores = score_all(&ctx, &model, AS_OF).await?;
-        write_scores(&mut lake, &scores, AS_OF).await?;
-        let seconds = started.elapsed().as_secs_f64();
-        let row = vec![
-            scores.len() as f64,
-            scores.iter().map(|s| s.score).sum::<f64>(),
-            scores.iter().map(|s| s.raw).sum::<f64>(),
-            scores.iter().map(|s| s.views).sum::<i64>() as f64,
-        ];
+    // 1, 2: the lake, then `spur score`'s SQL on DataFusion in a process of its own.
+    runtime.block_on(generate(&root, events, visitors))?;
+    let (spur_seconds, spur_row) = {
+        let report = in_child("score", &root)?
+            .pop()
+            .context("the score phase reported nothing")?;
         line(
-            "spur score (closed-form SQL)",
-            seconds,
-            cpu_seconds() - cpu,
-            &proc_status("VmHWM"),
-            &format!("{} scores; {row:?}", scores.len()),
+            &report.phase,
+            report.elapsed,
+            report.cpu,
+            &format!("{} kB", report.peak_kb),
+            &report.notes,
         );
-        anyhow::Ok((seconds, row))
-    })?;
+        (report.elapsed, report.row.context("no score row")?)
+    };
 
     // 2b. the same SQL on DuckDB
     let sql = workload_sql(&|t| format!("epoch_ms({t})"))?;
@@ -654,6 +794,10 @@ fn main() -> Result<()> {
         bail!("Spur {spur_row:?} and DuckDB {duck:?} disagree");
     }
 
+    if std::env::var("SPUR_BENCH_ONLY").is_ok_and(|only| only == "score") {
+        return Ok(());
+    }
+
     // 3–5 on this lake, 6 on a lake of a tenth of the history.
     let big = runtime.block_on(async {
         let mut lake = Lake::open(&root).await?;
@@ -682,8 +826,9 @@ fn main() -> Result<()> {
     println!(
         "\nelapsed: wall clock of the phase; CPU s: user+system of this process (DuckDB: of the\n\
          Python child, including its start and the Delta log read); peak RSS: VmHWM reset\n\
-         before each Spur phase (so it includes what earlier phases left allocated), and\n\
-         the Python process's own VmHWM for DuckDB. Both engines use 2 threads on this 2-core machine."
+         before each Spur phase (so it includes what earlier phases of the same process left\n\
+         allocated; score and restart/sweep run in processes of their own), and the Python\n\
+         process's own VmHWM for DuckDB. Both engines use 2 threads on this 2-core machine."
     );
     Ok(())
 }

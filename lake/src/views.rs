@@ -24,12 +24,16 @@ FROM (SELECT unnest(pageview_dwell) AS d FROM sessions)"
 /// Portable: DuckDB runs the same text.
 pub const DWELL_SQL: &str = dwell_sql!();
 
-/// The view's query, over the tables `events` and `sessions`.
+/// The view's query, over the tables `events` and `sessions`. Written as the dwell
+/// RIGHT JOIN the events (not events LEFT JOIN dwell: the same rows) because
+/// DataFusion builds its hash table from the join's left side when it has no
+/// statistics to choose by: a table of event ids and dwell times (~0.5 GB for 8M
+/// pageviews) instead of the pageviews with every column (3.4 GB).
 pub const PAGEVIEWS_SQL: &str = concat!(
     "SELECT e.*, d.dwell_ms, d.dwell_source, d.scroll_pct_max
-FROM events e
-LEFT JOIN (",
+FROM (",
     dwell_sql!(),
-    ") d ON d.event_id = e.event_id
+    ") d
+RIGHT JOIN events e ON d.event_id = e.event_id
 WHERE e.event_type = 'pageview'"
 );

@@ -55,12 +55,18 @@ impl Writer {
     /// Closes the sessions of `events` (all of each session's events): their rows,
     /// with dwell times, as the processor writes them when they close.
     pub async fn close(&mut self, events: &[EventRow]) -> Result<()> {
-        let rows = crate::rows::closed_sessions(events);
-        self.lake
-            .append(TableKind::Sessions, spur_lake::sessions_batch(&rows)?, &[])
-            .await?;
-        Ok(())
+        append_closed_sessions(&mut self.lake, events).await
     }
+}
+
+/// Appends the sessions of `events`, closed ([`crate::rows::closed_sessions`]: one
+/// row per session with its pageviews' dwell), to table `sessions` in one commit, as
+/// the processor writes them when they close.
+pub async fn append_closed_sessions(lake: &mut Lake, events: &[EventRow]) -> Result<()> {
+    let rows = crate::rows::closed_sessions(events);
+    lake.append(TableKind::Sessions, spur_lake::sessions_batch(&rows)?, &[])
+        .await?;
+    Ok(())
 }
 
 /// An `identify` of `visitor` as `email_hash` whose form collected marketing

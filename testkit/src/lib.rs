@@ -16,5 +16,7 @@ pub mod history;
 pub mod rows;
 
 pub use fixture::Fixture;
-pub use history::{BOOT_FANS, T0, Writer, boot_views, confirm, consent, root, signup};
+pub use history::{
+    BOOT_FANS, T0, Writer, append_closed_sessions, boot_views, confirm, consent, root, signup,
+};
 pub use rows::{DAY0, DAY1, closed_sessions, event, identify, pageview, session};

@@ -121,6 +121,7 @@ impl Drop for Broker {
 pub struct Spur {
     pub addr: std::net::SocketAddr,
     pub log: PathBuf,
+    config: PathBuf,
     child: Child,
 }
 
@@ -173,16 +174,37 @@ impl Spur {
             format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let config = spur_config(dir, brokers, addr, extra);
         let log = dir.join("spur.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_spur"))
+        let child = Spur::spawn(&config, &log);
+        let spur = Spur {
+            addr,
+            log,
+            config,
+            child,
+        };
+        spur.wait_ready(true).await;
+        spur
+    }
+
+    fn spawn(config: &Path, log: &Path) -> Child {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log");
+        Command::new(env!("CARGO_BIN_EXE_spur"))
             .args(["--config", config.to_str().expect("utf-8 path"), "collect"])
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
+            .stderr(out)
             .spawn()
-            .expect("spawn spur");
-        let spur = Spur { addr, log, child };
-        spur.wait_ready(true).await;
-        spur
+            .expect("spawn spur")
+    }
+
+    /// Kills it (SIGKILL) and starts it again on the same address and configuration;
+    /// does not wait for readiness.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Spur::spawn(&self.config, &self.log);
     }
 
     pub async fn wait_ready(&self, ready: bool) {

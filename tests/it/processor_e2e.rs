@@ -27,7 +27,7 @@ impl Rng {
     }
 }
 
-fn processor_config(dir: &Path, lake: &str, group: &str) -> String {
+pub(crate) fn processor_config(dir: &Path, lake: &str, group: &str) -> String {
     format!(
         "\n[lake]\nroot = \"{}\"\n\n[keys]\ndir = \"{}\"\n\n[processor]\ngroup_id = \"{group}\"\nflush_interval = \"400ms\"\nsession_timeout = \"6s\"\nlisten = \"127.0.0.1:0\"\n",
         dir.join(lake).display(),
@@ -65,7 +65,7 @@ async fn load(
 }
 
 /// event id → session id, as the lake holds them (an id twice would be a bug).
-async fn lake_rows(lake: &Path) -> (usize, BTreeMap<String, String>) {
+pub(crate) async fn lake_rows(lake: &Path) -> (usize, BTreeMap<String, String>) {
     let Ok(lake) = Lake::open(&lake.display().to_string()).await else {
         return (0, BTreeMap::new());
     };
@@ -115,13 +115,13 @@ async fn wait_for_rows(
 }
 
 /// The processor's log line for a partition it now owns.
-const ASSIGNED: &str = "partition assigned";
+pub(crate) const ASSIGNED: &str = "partition assigned";
 
-fn count_in(log: &Path, needle: &str) -> usize {
+pub(crate) fn count_in(log: &Path, needle: &str) -> usize {
     std::fs::read_to_string(log).map_or(0, |s| s.matches(needle).count())
 }
 
-fn check_exactly_once(
+pub(crate) fn check_exactly_once(
     rows: usize,
     lake: &BTreeMap<String, String>,
     acked: &[String],

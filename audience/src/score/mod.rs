@@ -55,7 +55,9 @@ use tracing::info;
 
 pub use config::{ScoringConfig, UrlRule};
 pub use model::{Contribution, Model, Score, View};
-pub use sql::{Per, datafusion_ms, interest_sql, load_views, score_all, write_scores};
+pub use sql::{
+    Per, datafusion_ms, interest_session, interest_sql, load_views, score_all, write_scores,
+};
 
 use crate::error::{Error, Result};
 

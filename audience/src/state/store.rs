@@ -24,7 +24,7 @@ use super::{PendingView, TopicState, VisitorState};
 use crate::config::LifecycleConfig;
 use crate::error::{Error, Result};
 use crate::profile::purchase_condition;
-use crate::score::{Model, Per, View, datafusion_ms, interest_sql};
+use crate::score::{Model, Per, View, datafusion_ms, interest_session, interest_sql};
 
 /// How long a view waits for its dwell time before it keeps the unknown-dwell
 /// weight for good (its session closed long ago without one).
@@ -197,7 +197,7 @@ pub async fn rebuild(
 
     // Interest: the closed form.
     for batch in &collect(
-        ctx,
+        &interest_session(ctx),
         &interest_sql(model, as_of_ms, Per::Visitor, &datafusion_ms),
     )
     .await?

@@ -169,9 +169,9 @@ pub enum Per {
 /// One pass over the pageviews, one row per (view, topic) and one aggregate: a view's
 /// topics are made distinct as a list (`array_distinct`), the URL rules' topics
 /// joined to the list as elements that are `''` when the path does not match. A
-/// `DISTINCT` over (view, topic) rows instead grouped every view's strings once more
-/// (on 10M events it cost DataFusion a third of the query's time and most of its
-/// memory), and a `UNION ALL` branch for the rules read the pageviews join twice.
+/// `DISTINCT` over (view, topic) rows instead grouped every view's strings once more,
+/// and a `UNION ALL` branch for the rules read the pageviews join twice (DataFusion
+/// inlines a CTE at each use).
 pub fn interest_sql(model: &Model, as_of_ms: i64, per: Per, ms: &dyn Fn(&str) -> String) -> String {
     let pageviews = spur_lake::views::PAGEVIEWS_SQL;
     let t = ms("p.event_time");
@@ -245,7 +245,7 @@ fn rule_topics_sql(model: &Model, path: &str) -> Option<String> {
 
 /// A session for the closed-form SQL ([`interest_sql`]): `ctx` with hash joins that
 /// build one table from their left side (the dwell of every pageview: event id and
-/// time; the identity links) and probe it from every partition, instead of
+/// dwell time; the identity links) and probe it from every partition, instead of
 /// repartitioning both sides by event id, which copied every pageview's columns once
 /// more. Measured on 10M events (`benches/segments.rs`): 2.9 GB peak → 1.4 GB, the
 /// same time. (Parquet filter pushdown saved 0.5 s for 0.7 GB more: not taken.)

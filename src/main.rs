@@ -105,6 +105,16 @@ enum Command {
     },
     /// Serve the authenticated admin endpoints for GDPR requests (`[admin]`).
     Admin,
+    /// Run the embedded Kafka-API broker alone (`[broker]`): a single node keeping
+    /// its topics under `broker.data_dir`, for development, tests and small sites.
+    Broker {
+        /// Override `broker.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Override `broker.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -250,6 +260,17 @@ async fn run(mut settings: Settings, command: Command) -> anyhow::Result<()> {
                 shutdown_signal(),
             )
             .await?;
+        }
+        Command::Broker { listen, data_dir } => {
+            if let Some(listen) = listen {
+                settings.broker.listen = listen;
+            }
+            if let Some(dir) = data_dir {
+                settings.broker.data_dir = dir;
+            }
+            let broker = spur_broker::Broker::bind(settings.broker).await?;
+            println!("spur broker: bootstrap.servers = {}", broker.bootstrap());
+            broker.run(shutdown_signal()).await;
         }
         Command::Process => {
             spur_processor::run(settings.processor, settings.kafka, shutdown_signal()).await?;

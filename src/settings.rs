@@ -2,9 +2,9 @@
 //! uses it (`[kafka]` and `[unsubscribe]` by `spur-schemas`, `[lake]` by
 //! `spur-lake`, `[scoring]` and `[lifecycle]` by `spur-audience`, `[segments]` by
 //! `spur-dispatch`, `[admin]`, `[retention]` and `[residency]` by `spur-gdpr`, `[log]`
-//! by `spur-telemetry`, one table per service). Loaded from TOML, overridden by
-//! `SPUR_<SECTION>__<KEY>` environment variables; unknown keys are errors, and keys
-//! that moved are refused with the name of their new home.
+//! by `spur-telemetry`, `[broker]` by `spur-broker`, one table per service). Loaded
+//! from TOML, overridden by `SPUR_<SECTION>__<KEY>` environment variables; unknown
+//! keys are errors, and keys that moved are refused with the name of their new home.
 
 use std::path::Path;
 
@@ -27,6 +27,7 @@ use spur_telemetry::LogConfig;
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub kafka: KafkaSettings,
+    pub broker: spur_broker::Config,
     pub lake: LakeConfig,
     pub keys: KeysConfig,
     pub unsubscribe: UnsubscribeConfig,

@@ -17,7 +17,7 @@ fn batch(id: &str) -> Req {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_stopped_then_back_loses_no_acknowledged_event() {
     let dir = crate::harness::workdir();
-    let mut broker = Broker::sqlite(dir.path());
+    let mut broker = Broker::embedded(dir.path());
     let spur = Spur::start(dir.path(), &broker.brokers(), "").await;
     let mut acked = Vec::new();
     for _ in 0..20 {

@@ -13,7 +13,7 @@ use crate::harness::{Broker, Spur, pageview};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_collector_loses_no_acknowledged_event() {
     let dir = crate::harness::workdir();
-    let (_broker, brokers) = Broker::shared_or_memory(dir.path());
+    let (_broker, brokers) = Broker::shared_or_embedded(dir.path());
     let mut spur = Spur::start(dir.path(), &brokers, "").await;
     let run = eid();
     let acked = Arc::new(Mutex::new(Vec::new()));

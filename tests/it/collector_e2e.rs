@@ -1,4 +1,4 @@
-//! The `spur collect` binary against tansu over TCP: records read back from the real
+//! The `spur collect` binary against a real broker over TCP: records read back from the real
 //! topics with every field; dead letters with reasons; counters add up; a canary IP
 //! address appears in no record, dead letter or log line.
 
@@ -17,7 +17,7 @@ const CANARY_V6: &str = "2001:db8::dead:beef";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_the_real_broker_and_no_ip_is_kept() {
     let dir = crate::harness::workdir();
-    let (_broker, brokers) = Broker::shared_or_memory(dir.path());
+    let (_broker, brokers) = Broker::shared_or_embedded(dir.path());
     let spur = Spur::start(dir.path(), &brokers, "").await;
 
     let sent_at = now_ms();

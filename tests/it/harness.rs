@@ -1,4 +1,5 @@
-//! Processes under test: a `tansu` broker on a free loopback port, and the `spur`
+//! Processes under test: a broker (`spur broker`, or `tansu`) on a free loopback
+//! port, and the `spur`
 //! binary with a generated configuration, its log captured to a file.
 
 use std::net::TcpListener;
@@ -18,47 +19,64 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A tansu broker process. Killed on drop.
+/// Which broker a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `spur broker`: the embedded broker, durable under the test's directory.
+    Embedded,
+    /// The external `tansu` binary (memory storage): one test keeps Spur honest
+    /// against a broker that is not its own code.
+    Tansu,
+}
+
+/// A broker process on a free loopback port. Killed on drop.
 pub struct Broker {
     pub port: u16,
-    storage: String,
+    kind: Kind,
     dir: PathBuf,
     child: Option<Child>,
     log: PathBuf,
 }
 
 impl Broker {
-    /// A broker storing in memory.
-    pub fn memory(dir: &Path) -> Broker {
-        Broker::start(free_port(), "memory://tansu/".into(), dir)
+    /// `spur broker` keeping its data under `dir`, so it survives a restart.
+    pub fn embedded(dir: &Path) -> Broker {
+        Broker::start(Kind::Embedded, dir)
+    }
+
+    /// `tansu` (`SPUR_TANSU`, default `tansu` on the PATH) with in-memory storage, or
+    /// `None` (said on stdout) where it is not installed: `.ci/run` does not install
+    /// it (`cargo install tansu --features dynostore,libsql`, ~20 minutes).
+    pub fn tansu(dir: &Path) -> Option<Broker> {
+        let bin = std::env::var("SPUR_TANSU").unwrap_or_else(|_| "tansu".into());
+        if Command::new(&bin).arg("--version").output().is_err() {
+            println!("SKIPPED: `{bin}` is not installed; this test runs against tansu only");
+            return None;
+        }
+        Some(Broker::start(Kind::Tansu, dir))
     }
 
     /// The broker named by `SPUR_IT_BROKERS` (started by `.ci/run`), or else a fresh
-    /// in-memory one. The returned process handle, if any, must be kept alive.
-    pub fn shared_or_memory(dir: &Path) -> (Option<Broker>, String) {
+    /// embedded one. The returned process handle, if any, must be kept alive.
+    pub fn shared_or_embedded(dir: &Path) -> (Option<Broker>, String) {
         match std::env::var("SPUR_IT_BROKERS") {
             Ok(brokers) if !brokers.trim().is_empty() => (None, brokers),
             _ => {
-                let broker = Broker::memory(dir);
+                let broker = Broker::embedded(dir);
                 let brokers = broker.brokers();
                 (Some(broker), brokers)
             }
         }
     }
 
-    /// A broker storing in SQLite under `dir`, so it survives a restart.
-    pub fn sqlite(dir: &Path) -> Broker {
-        // tansu resolves the path relative to its working directory (see `spawn`).
-        Broker::start(free_port(), "sqlite://tansu.db".into(), dir)
-    }
-
-    fn start(port: u16, storage: String, dir: &Path) -> Broker {
+    fn start(kind: Kind, dir: &Path) -> Broker {
+        let port = free_port();
         let mut broker = Broker {
             port,
-            storage,
+            kind,
             dir: dir.to_owned(),
             child: None,
-            log: dir.join(format!("tansu-{port}.log")),
+            log: dir.join(format!("broker-{port}.log")),
         };
         broker.spawn();
         broker
@@ -69,28 +87,42 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
-        let bin = std::env::var("SPUR_TANSU").unwrap_or_else(|_| "tansu".into());
-        let url = format!("tcp://127.0.0.1:{}", self.port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("broker log");
-        let child = Command::new(&bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", &self.storage])
-            .current_dir(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (install it: cargo install tansu --features dynostore,libsql)"));
+        let listen = format!("127.0.0.1:{}", self.port);
+        let child = match self.kind {
+            Kind::Embedded => Command::new(env!("CARGO_BIN_EXE_spur"))
+                .args(["broker", "--listen", &listen, "--data-dir"])
+                .arg(self.dir.join(format!("broker-{}", self.port)))
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn spur broker"),
+            Kind::Tansu => {
+                let bin = std::env::var("SPUR_TANSU").unwrap_or_else(|_| "tansu".into());
+                let url = format!("tcp://{listen}");
+                Command::new(&bin)
+                    .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                    .args(["--storage-engine", "memory://tansu/"])
+                    .current_dir(&self.dir)
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (install it: cargo install tansu --features dynostore,libsql)"))
+            }
+        };
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "tansu did not listen on {}",
-                self.port
+                "the broker did not listen on {} (log: {})",
+                self.port,
+                self.log.display()
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -152,7 +152,7 @@ fn path_of(url: &str) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_up_confirm_mail_and_unsubscribe_through_the_webhook() {
     let dir = crate::harness::workdir();
-    let broker = Broker::memory(dir.path());
+    let broker = Broker::embedded(dir.path());
     let brokers = broker.brokers();
     let (hook, got) = receiver().await;
     let collector = Spur::start(dir.path(), &brokers, &config(dir.path(), hook)).await;

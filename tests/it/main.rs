@@ -1,10 +1,10 @@
-//! Spur's end-to-end suite: the `spur` binary against a real Kafka-API broker
-//! (`tansu`) over TCP, and the tracker in headless Chromium. Needs the `tansu` binary
-//! on `PATH` (or `SPUR_TANSU`) and Chromium (`SPUR_CHROMIUM`, default
+//! Spur's end-to-end suite: the `spur` binary against a real Kafka-API broker over
+//! TCP (`spur broker`, the embedded one; one test also against `tansu` when it is on
+//! `PATH` or in `SPUR_TANSU`), and the tracker in headless Chromium. Needs Chromium (`SPUR_CHROMIUM`, default
 //! `/usr/bin/chromium`); enabled by the `broker-tests` feature, which `.ci/run` turns on:
 //!
 //! ```sh
-//! cargo test -p spur --features broker-tests --test it
+//! cargo test --workspace --features broker-tests --test it -- --test-threads 1
 //! ```
 #![cfg(feature = "broker-tests")]
 

@@ -1,7 +1,7 @@
 //! Personal data typed into free text, end to end: a website sends an e-mail address
 //! in a URL path, a title and a referrer, a phone number in the title, and an
 //! address, IBAN and card number in a purchase's properties. `spur collect` →
-//! tansu → `spur process` → the lake: no topic record and no lake column holds any of
+//! the broker → `spur process` → the lake: no topic record and no lake column holds any of
 //! them, the events themselves are stored (marker in the path, the purchase value),
 //! flagged `redacted`, and counted by field and kind.
 
@@ -52,7 +52,7 @@ async fn lake_text(lake: &Path, sql: &str) -> Option<(usize, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn personal_data_in_free_text_reaches_no_topic_and_no_lake_column() {
     let dir = crate::harness::workdir();
-    let broker = Broker::memory(dir.path());
+    let broker = Broker::embedded(dir.path());
     let brokers = broker.brokers();
     let collector = Spur::start(dir.path(), &brokers, &config(dir.path())).await;
     let keys = spur_once(dir.path(), &["keys", "init"]);

@@ -90,7 +90,7 @@ fn wait_for_records(brokers: &str, n: usize) -> Vec<serde_json::Value> {
 async fn a_segment_change_reaches_the_topic_within_seconds_of_the_event() {
     let dir = crate::harness::workdir();
     // A broker of its own: the shared one carries other tests' events.
-    let broker = Broker::memory(dir.path());
+    let broker = Broker::embedded(dir.path());
     let brokers = broker.brokers();
     let collector = Spur::start(dir.path(), &brokers, &pipeline_config(dir.path())).await;
     let keys = spur_once(dir.path(), &["keys", "init"]);

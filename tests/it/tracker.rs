@@ -72,7 +72,7 @@ async fn serve_page(html: String) -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracker_in_chromium_sends_pageviews_engagement_and_consent() {
     let dir = crate::harness::workdir();
-    let (_broker, brokers) = Broker::shared_or_memory(dir.path());
+    let (_broker, brokers) = Broker::shared_or_embedded(dir.path());
     let spur = Spur::start(dir.path(), &brokers, "").await;
     let run = crate::client::eid();
     let page_addr = serve_page(page(spur.addr, &run)).await;

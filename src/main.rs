@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use spur_lake::Lake;
 use tokio::net::TcpListener;
 
-mod console;
 mod settings;
+mod up;
 
 /// mimalloc, not glibc's malloc: DataFusion's many short-lived buffers across threads
 /// left glibc holding gigabytes it no longer used (ARCHITECTURE.md, "Memory").
@@ -36,6 +36,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the whole pipeline in one process on an embedded broker: collector with
+    /// the demo shop, processor, segment service, SQL server and admin API, with
+    /// everything under `--data-dir` (default `./spur-data`).
+    Up(up::UpArgs),
     /// Run the collector: the HTTP endpoints that receive tracking events.
     Collect {
         /// Override `collector.listen`.
@@ -210,11 +214,17 @@ enum ConfigCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load(cli.config.as_deref())?;
-    settings.log.install();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Command::Up(args) = cli.command {
+        // `spur up` writes its configuration on first start before loading it.
+        let (settings, path) = up::load(cli.config.as_deref(), &args)?;
+        settings.log.install();
+        return runtime.block_on(up::run(settings, path, args));
+    }
+    let settings = Settings::load(cli.config.as_deref())?;
+    settings.log.install();
     runtime.block_on(run(settings, cli.command))
 }
 
@@ -231,6 +241,8 @@ fn now_ms() -> i64 {
 async fn run(mut settings: Settings, command: Command) -> anyhow::Result<()> {
     let root = settings.lake.root.clone();
     match command {
+        // Loads its configuration differently: started from `main`.
+        Command::Up(_) => anyhow::bail!("`spur up` is started from main"),
         Command::Config {
             command: ConfigCommand::Check,
         } => {

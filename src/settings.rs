@@ -42,6 +42,27 @@ pub struct Settings {
     pub retention: RetentionConfig,
     pub residency: ResidencySettings,
     pub log: LogConfig,
+    pub console: ConsoleSettings,
+}
+
+/// `[console]`: the demo inbox and the dashboard `spur up` serves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// Address of `/inbox/` and `/dashboard/`.
+    pub listen: std::net::SocketAddr,
+    /// The inbox's Standard-Webhooks secret (`whsec_…`): with it, `spur up` delivers
+    /// every segment change and confirmation request to the inbox as well.
+    pub webhook_secret: Option<spur_schemas::secret::Secret>,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9104)),
+            webhook_secret: None,
+        }
+    }
 }
 
 /// Keys of earlier versions and where they live now. A file (or an environment

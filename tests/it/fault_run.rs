@@ -20,10 +20,11 @@ use crate::processor_e2e::{ASSIGNED, check_exactly_once, count_in, lake_rows, pr
 /// The processor's log line once it has subscribed (its first poll joins the group).
 const STARTED: &str = "processor started";
 
-/// Posts batches of 5 pageviews of visitor `sender`-`n` until `stop`; returns the
-/// acknowledged ids and every id sent.
-async fn sender(
+/// Posts batches of 5 pageviews of visitor `sender`-`n` to `site` (on `host`) until
+/// `stop`; returns the acknowledged ids and every id sent.
+pub(crate) async fn sender(
     addr: std::net::SocketAddr,
+    (site, host): (&str, &str),
     sender: usize,
     stop: Arc<AtomicBool>,
 ) -> (Vec<String>, Vec<String>) {
@@ -32,11 +33,16 @@ async fn sender(
     while !stop.load(Ordering::Relaxed) {
         let ids: Vec<String> = (0..5).map(|_| eid()).collect();
         sent.extend(ids.iter().cloned());
-        let events: Vec<_> = ids.iter().map(|id| pageview(id, "shop.example")).collect();
-        let body = serde_json::json!({"site": "shop",
+        let events: Vec<_> = ids.iter().map(|id| pageview(id, host)).collect();
+        let body = serde_json::json!({"site": site,
             "visitor_id": format!("fault-visitor-{sender}-{:02}", n % 10),
             "consent": {"analytics": true}, "events": events});
-        match try_send(addr, Req::batch(body)).await {
+        match try_send(
+            addr,
+            Req::batch(body).header("origin", &format!("https://{host}")),
+        )
+        .await
+        {
             Ok(r) if r.status == 202 => acked.extend(ids),
             // Refused (503 while the broker is away) or no collector: not acknowledged.
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -44,6 +50,22 @@ async fn sender(
         n += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (acked, sent)
+}
+
+/// Stops the [`sender`]s and gathers what they had acknowledged and sent.
+pub(crate) async fn stop_senders(
+    stop: &AtomicBool,
+    senders: Vec<tokio::task::JoinHandle<(Vec<String>, Vec<String>)>>,
+) -> (Vec<String>, Vec<String>) {
+    stop.store(true, Ordering::Relaxed);
+    let (mut acked, mut sent) = (Vec::new(), Vec::new());
+    for s in senders {
+        let (a, t) = s.await.expect("sender");
+        acked.extend(a);
+        sent.extend(t);
+    }
+    println!("{} events acknowledged of {} sent", acked.len(), sent.len());
     (acked, sent)
 }
 
@@ -73,7 +95,7 @@ async fn every_acknowledged_event_survives_kills_of_processor_collector_and_brok
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let senders: Vec<_> = (0..4)
-        .map(|i| tokio::spawn(sender(spur.addr, i, stop.clone())))
+        .map(|i| tokio::spawn(sender(spur.addr, ("shop", "shop.example"), i, stop.clone())))
         .collect();
     let at =
         |seconds: u64| tokio::time::sleep_until((started + Duration::from_secs(seconds)).into());
@@ -115,14 +137,7 @@ async fn every_acknowledged_event_survives_kills_of_processor_collector_and_brok
     p = Process::spawn(dir.path(), &["process"], "processor.log");
     let last_restart = Instant::now();
     at(40).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut acked, mut sent) = (Vec::new(), Vec::new());
-    for s in senders {
-        let (a, t) = s.await.expect("sender");
-        acked.extend(a);
-        sent.extend(t);
-    }
-    println!("{} events acknowledged of {} sent", acked.len(), sent.len());
+    let (acked, sent) = stop_senders(&stop, senders).await;
     assert!(acked.len() >= 2_000, "too little traffic: {}", acked.len());
     wait_assigned(&mut p, assigned, "last start").await;
 

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use spur_lake::Lake;
 use tokio::net::TcpListener;
 
+mod console;
 mod settings;
 mod up;
 

@@ -1,7 +1,9 @@
 //! [`Catalog`]: the lake as analysts see it. Every lake table is registered under its
 //! name (`events`, `sessions`; Delta providers, so `WHERE dt = …` prunes whole
-//! partitions); `information_schema` is on for `SHOW TABLES`/`SHOW COLUMNS`; the only
-//! table functions are the guard's [`TABLE_FUNCTIONS`](crate::guard::TABLE_FUNCTIONS).
+//! partitions) in database `spur`, schema `public`; `information_schema` is on for
+//! `SHOW TABLES`/`SHOW COLUMNS`, and `pg_catalog` with PostgreSQL's functions for
+//! client tools (`crate::postgres`); the only table functions are the guard's
+//! [`TABLE_FUNCTIONS`](crate::guard::TABLE_FUNCTIONS).
 //!
 //! Each query runs in a session of its own whose memory pool holds
 //! `query.memory_limit` bytes and whose disk manager is disabled: an operator that
@@ -12,6 +14,11 @@
 //! `query.refresh_interval` has passed since the last look, the tables load the
 //! newer log entries and a fresh set of providers replaces the old one in a single
 //! swap (queries already planned keep the version they started with).
+//!
+//! The SQL server may start before the processor has created the lake
+//! ([`Catalog::open_or_wait`]): it then serves the empty catalog (`pg_catalog` and
+//! `information_schema` only), says so in its log, and opens the lake at the first
+//! refresh that finds it.
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -28,17 +35,21 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use spur_lake::{Lake, TableKind};
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use crate::config::{ByteSize, Config};
 use crate::error::{Error, Result};
 use crate::guard;
+use crate::postgres::PgCatalog;
 use spur_audience::LifecycleConfig;
 
 /// The lake's tables, ready for analyst SQL. Shared by all connections.
 #[derive(Debug)]
 pub struct Catalog {
-    lake: tokio::sync::Mutex<Lake>,
+    /// `None` until the processor has created the lake (`open_or_wait`).
+    lake: tokio::sync::Mutex<Option<Lake>>,
+    root: String,
+    pg_catalog: PgCatalog,
     current: RwLock<Snapshot>,
     memory_limit: ByteSize,
     refresh_interval: Duration,
@@ -89,11 +100,40 @@ impl Catalog {
     ) -> Result<Catalog> {
         config.validate()?;
         check_local_lake(lake_root)?;
-        let lake = Lake::open(lake_root).await?;
-        let state = build_state(&lake, lifecycle).await?;
-        debug!(lake = %lake.root(), "lake opened for queries");
+        Catalog::new(lake_root, lifecycle, config).await
+    }
+
+    /// Like [`Catalog::open`], but a local root without the processor's tables yet is
+    /// not an error: the catalog is empty (logged as a warning) until a refresh finds
+    /// them. For the SQL server, which may start before the processor.
+    pub async fn open_or_wait(
+        lake_root: &str,
+        lifecycle: &LifecycleConfig,
+        config: &Config,
+    ) -> Result<Catalog> {
+        config.validate()?;
+        Catalog::new(lake_root, lifecycle, config).await
+    }
+
+    async fn new(lake_root: &str, lifecycle: &LifecycleConfig, config: &Config) -> Result<Catalog> {
+        let pg_catalog = PgCatalog::new().map_err(Error::Query)?;
+        let lake = match check_local_lake(lake_root) {
+            Ok(()) => Some(Lake::open(lake_root).await?),
+            Err(error) => {
+                warn!(
+                    lake = lake_root,
+                    reason = %error,
+                    "no lake yet: serving an empty catalog until the processor creates it"
+                );
+                None
+            }
+        };
+        let state = build_state(lake.as_ref(), lifecycle, &pg_catalog).await?;
+        debug!(lake = lake_root, "lake opened for queries");
         Ok(Catalog {
             lake: tokio::sync::Mutex::new(lake),
+            root: lake_root.to_owned(),
+            pg_catalog,
             current: RwLock::new(Snapshot {
                 state: Arc::new(state),
                 taken: Instant::now(),
@@ -104,21 +144,36 @@ impl Catalog {
         })
     }
 
+    /// Whether the lake's tables are in the catalog (false while the server waits
+    /// for the processor to create them).
+    pub async fn has_lake(&self) -> bool {
+        self.lake.lock().await.is_some()
+    }
+
     /// Loads the commits made since the last look and swaps in providers at the new
-    /// versions.
+    /// versions (or opens the lake, if it has appeared since the last look).
     pub async fn refresh(&self) -> Result<()> {
         let mut lake = self.lake.lock().await;
         self.refresh_locked(&mut lake).await.map(drop)
     }
 
-    async fn refresh_locked(&self, lake: &mut Lake) -> Result<Arc<SessionState>> {
-        lake.refresh().await?;
-        let state = Arc::new(build_state(lake, &self.lifecycle).await?);
-        let versions: Vec<_> = TableKind::ALL
-            .iter()
-            .map(|kind| (kind.name(), lake.version(*kind).ok()))
-            .collect();
-        debug!(?versions, "lake refreshed");
+    async fn refresh_locked(&self, lake: &mut Option<Lake>) -> Result<Arc<SessionState>> {
+        match lake {
+            Some(lake) => lake.refresh().await?,
+            None if check_local_lake(&self.root).is_ok() => {
+                *lake = Some(Lake::open(&self.root).await?);
+                info!(lake = %self.root, "the lake has appeared: its tables are served");
+            }
+            None => {}
+        }
+        let state = Arc::new(build_state(lake.as_ref(), &self.lifecycle, &self.pg_catalog).await?);
+        if let Some(lake) = lake {
+            let versions: Vec<_> = TableKind::ALL
+                .iter()
+                .map(|kind| (kind.name(), lake.version(*kind).ok()))
+                .collect();
+            debug!(?versions, "lake refreshed");
+        }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Snapshot {
             state: state.clone(),
             taken: Instant::now(),
@@ -178,11 +233,15 @@ impl Catalog {
         Ok(Planned { context, plan })
     }
 
-    /// Parses, checks and plans `sql`, which may hold several statements.
+    /// Parses, checks and plans `sql`, which may hold several statements. Session
+    /// commands (`BEGIN`, `SET application_name …`) change nothing here and are
+    /// left out.
     pub async fn plan_sql(&self, sql: &str) -> Result<Vec<Planned>> {
         let mut planned = Vec::new();
-        for statement in guard::parse(sql)? {
-            planned.push(self.plan(statement).await?);
+        for checked in guard::parse(sql)? {
+            if let guard::Checked::Sql(statement) = checked {
+                planned.push(self.plan(statement).await?);
+            }
         }
         Ok(planned)
     }
@@ -227,18 +286,29 @@ impl Catalog {
 }
 
 /// The session every query starts from: the lake's tables (Delta providers and the
-/// delta-rs planner), `information_schema` on, only the allowed table functions.
-async fn build_state(lake: &Lake, lifecycle: &LifecycleConfig) -> Result<SessionState> {
-    let context = lake.session_context().await?;
-    // Sealed addresses are for the mailing path only (`spur segments`, export), not
-    // for analysts: the table is not in their catalog at all.
-    context
-        .deregister_table(TableKind::Contacts.name())
-        .map_err(Error::Query)?;
-    spur_audience::views::register_views(&context, lifecycle)
-        .await
-        .map_err(|e| Error::Config(format!("lifecycle: {e}")))?;
-    let mut state = context.state();
+/// delta-rs planner) when there is a lake, `information_schema` and `pg_catalog` on,
+/// only the allowed table functions.
+async fn build_state(
+    lake: Option<&Lake>,
+    lifecycle: &LifecycleConfig,
+    pg_catalog: &PgCatalog,
+) -> Result<SessionState> {
+    let context = match lake {
+        Some(lake) => {
+            let context = lake.session_context().await?;
+            // Sealed addresses are for the mailing path only (`spur segments`,
+            // export), not for analysts: the table is not in their catalog at all.
+            context
+                .deregister_table(TableKind::Contacts.name())
+                .map_err(Error::Query)?;
+            spur_audience::views::register_views(&context, lifecycle)
+                .await
+                .map_err(|e| Error::Config(format!("lifecycle: {e}")))?;
+            context
+        }
+        None => SessionContext::new(),
+    };
+    let mut state = pg_catalog.install(context).map_err(Error::Query)?;
     state.config_mut().options_mut().catalog.information_schema = true;
     let names: Vec<String> = state.table_functions().keys().cloned().collect();
     for name in names {

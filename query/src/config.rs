@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -33,6 +34,24 @@ pub struct Config {
     /// connections. Idle connections are closed at once.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// TLS for the server (`sslmode=require` and stricter): certificate chain and
+    /// private key, PEM files. Without it, connections are plain text.
+    pub tls: Option<Tls>,
+    /// Serve plain text on an address other than loopback. Without TLS a
+    /// non-loopback `listen` is refused unless this is true: passwords are
+    /// protected by SCRAM, but queries and results would cross the network readable.
+    /// With TLS, clients that do not negotiate it are refused unless this is true.
+    pub allow_plaintext: bool,
+}
+
+/// The SQL server's certificate and key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM file with the certificate chain, the server's certificate first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for Config {
@@ -44,6 +63,8 @@ impl Default for Config {
             max_connections: 32,
             refresh_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
+            allow_plaintext: false,
         }
     }
 }
@@ -80,6 +101,19 @@ impl Config {
             if !names.insert(user.name.as_str()) {
                 return fail(format!("query.users: user {:?} appears twice", user.name));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks that the server may listen on `addr`: loopback, TLS configured, or
+    /// plain text allowed explicitly.
+    pub fn check_listen(&self, addr: SocketAddr) -> crate::Result<()> {
+        if self.tls.is_none() && !self.allow_plaintext && !addr.ip().is_loopback() {
+            return Err(crate::Error::Config(format!(
+                "query.listen {addr} is not a loopback address and query.tls is not set: \
+                 configure query.tls (cert and key files) or set query.allow_plaintext = true \
+                 to serve queries and results unencrypted"
+            )));
         }
         Ok(())
     }
@@ -222,5 +256,33 @@ mod tests {
             ..Config::default()
         };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn plain_text_beyond_loopback_needs_tls_or_consent() {
+        let config: Config = toml::from_str("").expect("parse");
+        let public: SocketAddr = "0.0.0.0:5433".parse().expect("addr");
+        assert!(
+            config
+                .check_listen("127.0.0.1:5433".parse().expect("addr"))
+                .is_ok()
+        );
+        assert!(
+            config
+                .check_listen("[::1]:5433".parse().expect("addr"))
+                .is_ok()
+        );
+        let error = config
+            .check_listen(public)
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("query.allow_plaintext"), "{error}");
+        assert!(error.contains("query.tls"), "{error}");
+        let config: Config = toml::from_str("allow_plaintext = true").expect("parse");
+        assert!(config.check_listen(public).is_ok());
+        let config: Config =
+            toml::from_str("tls = { cert = \"server.crt\", key = \"server.key\" }").expect("parse");
+        assert!(config.check_listen(public).is_ok());
+        assert!(toml::from_str::<Config>("tls = { cert = \"a\" }").is_err());
     }
 }

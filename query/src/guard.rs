@@ -6,19 +6,31 @@
 //! Allowed: queries (`SELECT`, `WITH`, `VALUES`, `TABLE`), `EXPLAIN [ANALYZE]` of a
 //! query, `SHOW TABLES`, `SHOW COLUMNS`, `SHOW <setting>` and `DESCRIBE`. Refused:
 //! everything else — DDL, DML (`INSERT`/`UPDATE`/`DELETE`/`MERGE`, also inside a
-//! `WITH`), `COPY`, `CREATE EXTERNAL TABLE`, `SET`/`RESET`, transactions,
-//! `SELECT … INTO`, file paths used as tables, and table functions other than
-//! [`TABLE_FUNCTIONS`] (none of which reads files). The syntax tree that is checked
-//! is the one that is planned: the SQL text is parsed once.
+//! `WITH`), `COPY`, `CREATE EXTERNAL TABLE`, `SET`/`RESET` of DataFusion's
+//! settings, `SELECT … INTO`, file paths used as tables, and table functions other
+//! than [`TABLE_FUNCTIONS`] (none of which reads files). The syntax tree that is
+//! checked is the one that is planned: the SQL text is parsed once, and where the
+//! PostgreSQL compatibility rewrites (`crate::postgres`) change a query, the
+//! rewritten tree is checked and planned.
+//!
+//! Drivers send session commands that change nothing on a read-only server; they
+//! are [`Session`] commands, answered by the SQL server without planning anything:
+//! transactions (`BEGIN`, `START TRANSACTION [READ ONLY]`, `COMMIT`, `ROLLBACK`,
+//! savepoints — there is nothing to commit), `SET`/`RESET`/`SHOW` of the settings
+//! in [`SESSION_SETTINGS`] (formats and timeouts clients set by habit),
+//! `DISCARD ALL` and `DEALLOCATE` (psycopg's after a rollback). `READ WRITE` transactions, `SET ROLE`, `SET SESSION
+//! AUTHORIZATION` and any other setting are refused.
 
 use std::ops::ControlFlow;
 
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::parser::ResetStatement;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{
-    ObjectName, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
+    DiscardObject, Expr, ObjectName, Query, Set, SetExpr, Statement, TableFactor,
+    TransactionAccessMode, TransactionMode, Visit, Visitor,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
@@ -53,26 +65,255 @@ pub fn sql_options() -> SQLOptions {
         .with_allow_statements(false)
 }
 
+/// Session settings a client may `SET`, `RESET` and `SHOW`, with the server's value:
+/// drivers set them by habit, and none changes what a query reads or may do (values
+/// are always sent in ISO format and timestamps in UTC, whatever `DateStyle` and
+/// `TimeZone` say). Names are lowercase; PostgreSQL's are case-insensitive.
+pub const SESSION_SETTINGS: [(&str, &str); 22] = [
+    ("application_name", ""),
+    ("bytea_output", "hex"),
+    ("client_encoding", "UTF8"),
+    ("client_min_messages", "notice"),
+    ("datestyle", "ISO, MDY"),
+    ("default_transaction_isolation", "read committed"),
+    ("default_transaction_read_only", "on"),
+    ("extra_float_digits", "1"),
+    ("idle_in_transaction_session_timeout", "0"),
+    ("integer_datetimes", "on"),
+    ("intervalstyle", "postgres"),
+    ("lock_timeout", "0"),
+    ("max_identifier_length", "63"),
+    ("search_path", "public"),
+    ("server_encoding", "UTF8"),
+    ("server_version", crate::postgres::SERVER_VERSION),
+    ("standard_conforming_strings", "on"),
+    ("statement_timeout", "0"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "read committed"),
+    ("transaction_read_only", "on"),
+    ("is_superuser", "off"),
+];
+
+/// Settings a client may `SHOW` but not change: changing them would claim what the
+/// server does not do.
+const FIXED_SETTINGS: [&str; 7] = [
+    "integer_datetimes",
+    "max_identifier_length",
+    "server_encoding",
+    "server_version",
+    "transaction_read_only",
+    "default_transaction_read_only",
+    "is_superuser",
+];
+
+/// The server's value of a session setting (case-insensitive name), if it is one.
+pub fn setting_default(name: &str) -> Option<&'static str> {
+    let name = name.to_lowercase();
+    SESSION_SETTINGS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, value)| *value)
+}
+
+/// One statement that passed the checks.
+#[derive(Debug, Clone)]
+pub enum Checked {
+    /// A query, `EXPLAIN`, `SHOW` or `DESCRIBE`: planned and run.
+    Sql(DfStatement),
+    /// A session command: answered without planning, changes nothing.
+    Session(Session),
+}
+
+/// A session command a read-only server accepts (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Session {
+    /// `BEGIN`, `START TRANSACTION [READ ONLY]`: nothing to begin.
+    Begin,
+    /// `COMMIT`, `END`, `RELEASE SAVEPOINT`: nothing to commit.
+    Commit,
+    /// `ROLLBACK`, `ABORT`: nothing to undo.
+    Rollback,
+    /// `SAVEPOINT name`, `ROLLBACK TO SAVEPOINT name`.
+    Savepoint,
+    /// `SET TRANSACTION …` / `SET SESSION CHARACTERISTICS AS TRANSACTION …` with
+    /// read-only modes or an isolation level.
+    SetTransaction,
+    /// `SET name = value` of one of [`SESSION_SETTINGS`] (lowercase name).
+    Set { name: String, value: String },
+    /// `RESET name` (lowercase) or `RESET ALL` (`None`).
+    Reset(Option<String>),
+    /// `SHOW name` of one of [`SESSION_SETTINGS`] (lowercase name).
+    Show(String),
+    /// `DISCARD ALL`: settings back to the server's.
+    DiscardAll,
+    /// `DEALLOCATE name` (a prepared statement of the connection) or `DEALLOCATE
+    /// ALL` (`None`).
+    Deallocate(Option<String>),
+}
+
 /// Parses `sql` (PostgreSQL dialect, one or more statements separated by `;`) and
 /// checks every statement. Refuses the whole text if any statement is refused, so
 /// that nothing in a batch runs before a forbidden statement is found.
-pub fn parse(sql: &str) -> crate::Result<Vec<DfStatement>> {
+pub fn parse(sql: &str) -> crate::Result<Vec<Checked>> {
     let dialect = PostgreSqlDialect {};
-    let statements = DFParserBuilder::new(sql)
+    let parsed = DFParserBuilder::new(sql)
         .with_dialect(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
         .build()
         .and_then(|mut parser| parser.parse_statements())
-        .map_err(crate::Error::Query)?;
+        .map(|statements| statements.into_iter().collect::<Vec<_>>());
+    // Client catalog queries the DataFusion parser cannot read (psql's, pgcli's)
+    // may read once rewritten; everything else keeps the first parser's error.
+    let (statements, rewritten) = match parsed {
+        Ok(statements) => {
+            let rewritten = crate::postgres::rewritten(sql)
+                .filter(|rewritten| rewritten.len() == statements.len());
+            (statements, rewritten)
+        }
+        Err(error) => match crate::postgres::rewritten(sql) {
+            Some(rewritten)
+                if !rewritten.is_empty()
+                    && rewritten.iter().all(|statement| {
+                        !matches!(statement, Statement::Query(_))
+                            || crate::postgres::is_catalog_query(statement)
+                    }) =>
+            {
+                let statements = rewritten
+                    .iter()
+                    .map(|s| DfStatement::Statement(Box::new(s.clone())))
+                    .collect();
+                (statements, Some(rewritten))
+            }
+            _ => return Err(crate::Error::Query(error)),
+        },
+    };
     if statements.is_empty() {
         return Err(crate::Error::Query(DataFusionError::Plan(
             "no SQL statement given".into(),
         )));
     }
-    for statement in &statements {
-        check(statement)?;
+    let mut checked = Vec::with_capacity(statements.len());
+    for (index, statement) in statements.into_iter().enumerate() {
+        if let Some(session) = session(&statement)? {
+            checked.push(Checked::Session(session));
+            continue;
+        }
+        check(&statement)?;
+        // A query is planned as rewritten for DataFusion (and checked again).
+        let statement = match (&statement, rewritten.as_ref().map(|r| &r[index])) {
+            (DfStatement::Statement(original), Some(rewritten @ Statement::Query(_)))
+                if matches!(**original, Statement::Query(_))
+                    && crate::postgres::is_catalog_query(rewritten) =>
+            {
+                let statement = DfStatement::Statement(Box::new(rewritten.clone()));
+                check(&statement)?;
+                statement
+            }
+            _ => statement,
+        };
+        checked.push(Checked::Sql(statement));
     }
-    Ok(statements.into_iter().collect())
+    Ok(checked)
+}
+
+/// The session command `statement` is, `None` if it is none, or a refusal for a
+/// session command the server does not accept.
+fn session(statement: &DfStatement) -> Result<Option<Session>, Refusal> {
+    let statement = match statement {
+        DfStatement::Statement(statement) => statement.as_ref(),
+        DfStatement::Reset(ResetStatement::Variable(name)) => {
+            let name = name.to_string().to_lowercase();
+            return Ok(if name == "all" {
+                Some(Session::Reset(None))
+            } else if setting_default(&name).is_some() && !FIXED_SETTINGS.contains(&name.as_str()) {
+                Some(Session::Reset(Some(name)))
+            } else {
+                None
+            });
+        }
+        _ => return Ok(None),
+    };
+    let read_write = |modes: &[TransactionMode]| {
+        modes.contains(&TransactionMode::AccessMode(
+            TransactionAccessMode::ReadWrite,
+        ))
+    };
+    Ok(Some(match statement {
+        Statement::StartTransaction { modes, .. } if read_write(modes) => {
+            return refuse("a READ WRITE transaction");
+        }
+        Statement::StartTransaction { statements, .. } if !statements.is_empty() => {
+            return refuse("a BEGIN … END block");
+        }
+        Statement::StartTransaction { .. } => Session::Begin,
+        Statement::Commit { .. } | Statement::ReleaseSavepoint { .. } => Session::Commit,
+        Statement::Rollback {
+            savepoint: Some(_), ..
+        }
+        | Statement::Savepoint { .. } => Session::Savepoint,
+        Statement::Rollback { .. } => Session::Rollback,
+        Statement::Discard {
+            object_type: DiscardObject::ALL,
+        } => Session::DiscardAll,
+        Statement::Deallocate { name, .. } if name.value.eq_ignore_ascii_case("all") => {
+            Session::Deallocate(None)
+        }
+        Statement::Deallocate { name, .. } => Session::Deallocate(Some(name.value.clone())),
+        Statement::Set(Set::SetTransaction { modes, .. }) if read_write(modes) => {
+            return refuse("a READ WRITE transaction");
+        }
+        Statement::Set(Set::SetTransaction { snapshot: None, .. }) => Session::SetTransaction,
+        Statement::Set(Set::SingleAssignment {
+            variable, values, ..
+        }) => return set(&variable.to_string(), values).map(Some),
+        Statement::Set(Set::SetTimeZone { value, .. }) => {
+            return set("timezone", std::slice::from_ref(value)).map(Some);
+        }
+        Statement::Set(Set::SetNames { charset_name, .. }) => {
+            return set_value("client_encoding", charset_name.value.clone()).map(Some);
+        }
+        Statement::ShowVariable { variable } => {
+            let name = variable
+                .iter()
+                .map(|part| part.value.to_lowercase())
+                .collect::<Vec<_>>()
+                .join(" ");
+            match name.as_str() {
+                "transaction isolation level" => Session::Show("transaction_isolation".into()),
+                "time zone" => Session::Show("timezone".into()),
+                _ if setting_default(&name).is_some() => Session::Show(name),
+                // DataFusion's own settings (`SHOW datafusion.…`, `SHOW ALL`).
+                _ => return Ok(None),
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// `SET name = values`: allowed for [`SESSION_SETTINGS`] that are not fixed.
+fn set(name: &str, values: &[Expr]) -> Result<Session, Refusal> {
+    let value = values
+        .iter()
+        .map(|value| value.to_string().trim_matches('\'').to_owned())
+        .collect::<Vec<_>>()
+        .join(", ");
+    set_value(name, value)
+}
+
+fn set_value(name: &str, value: String) -> Result<Session, Refusal> {
+    let name = name.trim_matches('"').to_lowercase();
+    let name = if name == "time zone" {
+        "timezone".into()
+    } else {
+        name
+    };
+    // Saying again that the session is read-only is fine; anything else would lie.
+    let read_only = name.ends_with("transaction_read_only")
+        && ["on", "true", "1", "yes"].contains(&value.to_lowercase().as_str());
+    if setting_default(&name).is_none() || (FIXED_SETTINGS.contains(&name.as_str()) && !read_only) {
+        return refuse(format!("SET {name}"));
+    }
+    Ok(Session::Set { name, value })
 }
 
 /// Checks one parsed statement against the read-only rules.
@@ -168,7 +409,13 @@ fn check_table_factor(factor: &TableFactor) -> Result<(), Refusal> {
             ..
         } => {
             let function = last_part(name);
-            if TABLE_FUNCTIONS.contains(&function.as_str()) && name.0.len() == 1 {
+            // PostgreSQL's own name for them is `pg_catalog.<name>` (psql uses it).
+            let qualified_ok = match &name.0[..] {
+                [_] => true,
+                [schema, _] => schema.to_string().trim_matches('"') == "pg_catalog",
+                _ => false,
+            };
+            if TABLE_FUNCTIONS.contains(&function.as_str()) && qualified_ok {
                 Ok(())
             } else {
                 refuse(format!("table function {name}"))
@@ -265,6 +512,7 @@ mod tests {
             "SELECT * FROM events WHERE session_id IN (SELECT session_id FROM sessions)",
             "SELECT * FROM generate_series(1, 10)",
             "SELECT * FROM range(5)",
+            "SELECT * FROM pg_catalog.generate_series(1, 3)",
             "EXPLAIN SELECT * FROM events",
             "EXPLAIN ANALYZE SELECT count(*) FROM events",
             "EXPLAIN VERBOSE SELECT 1",
@@ -323,14 +571,142 @@ mod tests {
             refused("COPY (SELECT 1) TO '/tmp/out.parquet' STORED AS PARQUET"),
             "COPY"
         );
-        assert_eq!(refused("SET datafusion.execution.batch_size = 1"), "SET");
+        assert_eq!(
+            refused("SET datafusion.execution.batch_size = 1"),
+            "SET datafusion.execution.batch_size"
+        );
         assert_eq!(refused("RESET datafusion.execution.batch_size"), "RESET");
-        assert_eq!(refused("BEGIN"), "BEGIN");
+        assert_eq!(refused("SET ROLE admin"), "SET");
+        assert_eq!(refused("SET SESSION AUTHORIZATION admin"), "SET");
+        assert_eq!(
+            refused("SET default_transaction_read_only = off"),
+            "SET default_transaction_read_only"
+        );
+        assert_eq!(refused("BEGIN READ WRITE"), "a READ WRITE transaction");
+        assert_eq!(
+            refused("START TRANSACTION READ WRITE"),
+            "a READ WRITE transaction"
+        );
+        assert_eq!(
+            refused("SET TRANSACTION READ WRITE"),
+            "a READ WRITE transaction"
+        );
+        assert_eq!(refused("DISCARD TEMP"), "DISCARD");
+        assert_eq!(refused("PREPARE p AS DELETE FROM events"), "PREPARE");
         assert_eq!(
             refused("EXPLAIN ANALYZE INSERT INTO events VALUES (1)"),
             "INSERT"
         );
         assert_eq!(refused("EXPLAIN COPY events TO '/tmp/x.csv'"), "COPY");
+    }
+
+    fn sessions(sql: &str) -> Vec<Session> {
+        match parse(sql) {
+            Ok(checked) => checked
+                .into_iter()
+                .map(|c| match c {
+                    Checked::Session(session) => session,
+                    Checked::Sql(statement) => {
+                        panic!("{sql}: {statement} is not a session command")
+                    }
+                })
+                .collect(),
+            Err(error) => panic!("{sql}: {}", error.chain()),
+        }
+    }
+
+    #[test]
+    fn driver_session_commands_are_no_ops() {
+        use Session::*;
+        assert_eq!(
+            sessions("BEGIN; START TRANSACTION READ ONLY; BEGIN ISOLATION LEVEL REPEATABLE READ"),
+            [Begin, Begin, Begin]
+        );
+        assert_eq!(
+            sessions("COMMIT; END; ROLLBACK; ABORT"),
+            [Commit, Commit, Rollback, Rollback]
+        );
+        assert_eq!(
+            sessions("SAVEPOINT s; ROLLBACK TO SAVEPOINT s; RELEASE SAVEPOINT s"),
+            [Savepoint, Savepoint, Commit]
+        );
+        assert_eq!(
+            sessions(
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY; \
+                 SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"
+            ),
+            [SetTransaction, SetTransaction]
+        );
+        let set = |name: &str, value: &str| Set {
+            name: name.into(),
+            value: value.into(),
+        };
+        assert_eq!(
+            sessions(
+                "SET application_name = 'DBeaver 24'; SET DateStyle TO ISO; \
+                 SET extra_float_digits = 3; SET search_path = public, \"$user\"; \
+                 SET statement_timeout = 0; SET TIME ZONE 'Europe/Berlin'; \
+                 SET client_encoding = 'UTF8'; SET default_transaction_read_only = on"
+            ),
+            [
+                set("application_name", "DBeaver 24"),
+                set("datestyle", "ISO"),
+                set("extra_float_digits", "3"),
+                set("search_path", "public, \"$user\""),
+                set("statement_timeout", "0"),
+                set("timezone", "Europe/Berlin"),
+                set("client_encoding", "UTF8"),
+                set("default_transaction_read_only", "on"),
+            ]
+        );
+        assert_eq!(
+            sessions(
+                "SHOW TRANSACTION ISOLATION LEVEL; SHOW standard_conforming_strings; SHOW TimeZone"
+            ),
+            [
+                Show("transaction_isolation".into()),
+                Show("standard_conforming_strings".into()),
+                Show("timezone".into())
+            ]
+        );
+        assert_eq!(
+            sessions("RESET ALL; RESET application_name; DISCARD ALL"),
+            [
+                Reset(None),
+                Reset(Some("application_name".into())),
+                DiscardAll
+            ]
+        );
+        assert_eq!(
+            sessions("DEALLOCATE _pg3_0; DEALLOCATE ALL"),
+            [Deallocate(Some("_pg3_0".into())), Deallocate(None)]
+        );
+        // DataFusion's settings stay readable as queries.
+        assert!(matches!(
+            parse("SHOW datafusion.execution.batch_size").expect("allowed")[..],
+            [Checked::Sql(_)]
+        ));
+    }
+
+    #[test]
+    fn client_catalog_queries_are_rewritten_and_still_checked() {
+        // psql's `\dt`: OPERATOR(pg_catalog.~) and COLLATE are rewritten away.
+        let checked = parse(
+            "SELECT c.relname FROM pg_catalog.pg_class c \
+             WHERE c.relname OPERATOR(pg_catalog.~) '^(events)$' COLLATE pg_catalog.default",
+        )
+        .expect("allowed");
+        let [Checked::Sql(statement)] = &checked[..] else {
+            panic!("{checked:?}");
+        };
+        let text = statement.to_string();
+        assert!(!text.contains("OPERATOR"), "{text}");
+        assert!(!text.contains("COLLATE"), "{text}");
+        // A rewrite never turns a refused statement into an allowed one.
+        assert_eq!(
+            refused("SELECT * FROM pg_catalog.pg_class; DELETE FROM events"),
+            "DELETE"
+        );
     }
 
     #[test]

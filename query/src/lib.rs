@@ -6,7 +6,8 @@
 //! - [`guard`]: the read-only rules, in one place (syntax tree and logical plan).
 //! - [`output`]: results as a table, CSV or JSON lines (`spur sql`).
 //! - [`serve`]: the PostgreSQL-wire server (`spur serve-sql`) for psql, BI tools and
-//!   drivers.
+//!   drivers, with what they read besides the lake (`pg_catalog`, PostgreSQL's
+//!   functions: `postgres.rs`).
 //!
 //! The views analysts see besides the tables (`pageviews`, `subjects`, `profiles`,
 //! `segment_members`, `timeline`) are defined by `spur-lake` and `spur-audience`.
@@ -19,6 +20,7 @@ pub mod config;
 mod error;
 pub mod guard;
 pub mod output;
+mod postgres;
 mod server;
 
 use std::io::Write;

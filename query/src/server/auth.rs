@@ -10,8 +10,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
+use std::fmt::Debug;
+
+use futures::Sink;
+use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
+use pgwire::api::{ClientInfo, ConnectionManager};
 use pgwire::error::PgWireResult;
+use pgwire::error::{ErrorInfo, PgWireError};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::config::User;
 
@@ -78,14 +85,64 @@ impl AuthSource for Users {
     }
 }
 
-/// The start-up handler: SCRAM-SHA-256 authentication, then the server parameters.
+/// The start-up handler: SCRAM-SHA-256 authentication (bound to the TLS
+/// certificate, `-PLUS`, when `cert_pem` is given), then the server parameters; the
+/// connection is registered with `connections` so that a `CancelRequest` finds it.
 pub(crate) fn startup_handler(
     users: Arc<Users>,
-) -> SASLAuthStartupHandler<DefaultServerParameterProvider> {
+    cert_pem: Option<&[u8]>,
+    connections: Arc<ConnectionManager>,
+) -> crate::Result<SASLAuthStartupHandler<DefaultServerParameterProvider>> {
     let mut parameters = DefaultServerParameterProvider::default();
+    parameters.server_version = crate::postgres::SERVER_VERSION.into();
     parameters.default_transaction_read_only = true;
+    parameters.is_superuser = false;
     parameters.scram_iterations = ITERATIONS;
     let mut scram = ScramAuth::new(users);
     scram.set_iterations(ITERATIONS);
-    SASLAuthStartupHandler::new(Arc::new(parameters)).with_scram(scram)
+    if let Some(pem) = cert_pem {
+        scram.configure_certificate(pem).map_err(|e| {
+            crate::Error::Config(format!(
+                "query.tls: certificate for SCRAM channel binding: {e}"
+            ))
+        })?;
+    }
+    Ok(SASLAuthStartupHandler::new(Arc::new(parameters))
+        .with_scram(scram)
+        .with_connection_manager(connections))
+}
+
+/// Refuses a connection that did not negotiate TLS when the server requires it
+/// (`query.tls` set and `query.allow_plaintext` not): otherwise a client without
+/// `sslmode=require` would send its queries in the clear to a TLS server.
+pub(crate) struct RequireTls<H> {
+    pub(crate) inner: Arc<H>,
+    pub(crate) required: bool,
+}
+
+#[async_trait]
+impl<H: StartupHandler> StartupHandler for RequireTls<H> {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if self.required
+            && !client.is_secure()
+            && matches!(message, PgWireFrontendMessage::Startup(_))
+        {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28000".into(),
+                "the Spur SQL server requires TLS: connect with sslmode=require (or stricter)"
+                    .into(),
+            ))));
+        }
+        self.inner.on_startup(client, message).await
+    }
 }

@@ -3,13 +3,18 @@
 //! and the extended protocol (Parse/Bind/Describe/Execute, as tokio-postgres, JDBC
 //! and most drivers use; `$1` parameters bound as typed values). Both go through the
 //! same [`Catalog`] calls as `spur sql`: guard, plan in a memory-bounded session,
-//! plan check, execute. Every failure becomes an `ErrorResponse`; the connection
-//! stays usable.
+//! plan check, execute. Session commands (`BEGIN`, `SET application_name`, …) are
+//! answered by `session.rs`. Every failure becomes an `ErrorResponse`; the
+//! connection stays usable.
+//!
+//! A `CancelRequest` for the connection (pgwire's connection manager matches its
+//! key) ends the result being sent with SQLSTATE 57014, and dropping the result
+//! stream stops DataFusion's work on it.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
@@ -18,7 +23,8 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
-use futures::{Sink, StreamExt, stream};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, Sink, StreamExt, stream};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response};
@@ -27,12 +33,14 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::DataRow;
 use tracing::debug;
 
-use super::encode;
+use super::cancel::Cancels;
+use super::{encode, session};
 use crate::catalog::{Catalog, Planned};
 use crate::error::Error;
-use crate::guard;
+use crate::guard::{self, Checked, Session};
 
 /// Queries running now (their results not yet fully sent), for graceful shutdown.
 #[derive(Debug, Default)]
@@ -64,27 +72,73 @@ pub(crate) struct Backend {
     catalog: Arc<Catalog>,
     parser: Arc<Parser>,
     active: Arc<ActiveQueries>,
+    cancels: Arc<Cancels>,
 }
 
 impl Backend {
-    pub(crate) fn new(catalog: Arc<Catalog>, active: Arc<ActiveQueries>) -> Backend {
+    pub(crate) fn new(
+        catalog: Arc<Catalog>,
+        active: Arc<ActiveQueries>,
+        cancels: Arc<Cancels>,
+    ) -> Backend {
         Backend {
             parser: Arc::new(Parser {
                 catalog: catalog.clone(),
             }),
             catalog,
             active,
+            cancels,
         }
     }
 
-    /// Executes a planned statement; rows are encoded as the client reads them.
-    async fn respond(&self, planned: Planned, format: &Format) -> PgWireResult<Response> {
+    /// Executes a planned statement; rows are encoded as the client reads them, until
+    /// the client cancels.
+    async fn respond(
+        &self,
+        planned: Planned,
+        format: &Format,
+        cancel: Cancel,
+    ) -> PgWireResult<Response> {
         let active = self.active.start();
         let stream = self.catalog.execute(planned).await.map_err(pg_error)?;
         let fields = Arc::new(encode::fields(stream.schema().as_ref(), format));
         let rows = row_stream(stream, fields.clone(), self.catalog.clone(), active);
-        Ok(Response::Query(QueryResponse::new(fields, rows)))
+        Ok(Response::Query(QueryResponse::new(
+            fields,
+            until_cancelled(rows, cancel),
+        )))
     }
+}
+
+/// Resolves when the client cancels (a `CancelRequest` with this connection's
+/// key, see `cancel.rs`); shared by the statements of one message.
+type Cancel = Shared<BoxFuture<'static, ()>>;
+
+/// `rows`, ended by an error (SQLSTATE 57014, as PostgreSQL) if `cancel` resolves
+/// first; the rest of the query is dropped, and its work with it.
+fn until_cancelled(
+    rows: impl futures::Stream<Item = PgWireResult<DataRow>> + Send + 'static,
+    cancel: Cancel,
+) -> impl futures::Stream<Item = PgWireResult<DataRow>> + Send + 'static {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let flag = cancelled.clone();
+    let stop = async move {
+        cancel.await;
+        flag.store(true, Ordering::SeqCst);
+    };
+    rows.take_until(stop).chain(
+        stream::once(async move { cancelled.load(Ordering::SeqCst) }).filter_map(
+            |cancelled| async move {
+                cancelled.then(|| {
+                    debug!("query cancelled by the client");
+                    Err(user_error(
+                        "57014",
+                        "canceling statement due to user request".into(),
+                    ))
+                })
+            },
+        ),
+    )
 }
 
 fn row_stream(
@@ -92,7 +146,7 @@ fn row_stream(
     fields: Arc<Vec<FieldInfo>>,
     catalog: Arc<Catalog>,
     active: ActiveQuery,
-) -> impl futures::Stream<Item = PgWireResult<pgwire::messages::data::DataRow>> + Send + 'static {
+) -> impl futures::Stream<Item = PgWireResult<DataRow>> + Send + 'static {
     batches
         .map(move |batch| {
             let _active = &active;
@@ -109,7 +163,7 @@ fn row_stream(
 
 #[async_trait]
 impl SimpleQueryHandler for Backend {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -118,11 +172,23 @@ impl SimpleQueryHandler for Backend {
     {
         // The whole text is checked before anything runs.
         let statements = guard::parse(query).map_err(pg_error)?;
+        let cancel = self.cancels.watch(client).shared();
         let mut responses = Vec::with_capacity(statements.len());
         for statement in statements {
-            let response = match self.catalog.plan(statement).await {
-                Ok(planned) => self.respond(planned, &Format::UnifiedText).await,
-                Err(error) => Err(pg_error(error)),
+            let response = match statement {
+                Checked::Session(command) => {
+                    if let Session::Deallocate(Some(name)) = &command {
+                        client.portal_store().rm_statement(name);
+                    }
+                    session::respond(client, &command, &Format::UnifiedText)
+                }
+                Checked::Sql(statement) => match self.catalog.plan(statement).await {
+                    Ok(planned) => {
+                        self.respond(planned, &Format::UnifiedText, cancel.clone())
+                            .await
+                    }
+                    Err(error) => Err(pg_error(error)),
+                },
             };
             match response {
                 Ok(response) => responses.push(response),
@@ -137,13 +203,16 @@ impl SimpleQueryHandler for Backend {
     }
 }
 
-/// A statement prepared with Parse: checked and planned once for its description
-/// (columns, parameter types); planned again at each Execute, so that it reads the
-/// tables as they are then.
+/// A statement prepared with Parse: a query checked and planned once for its
+/// description (columns, parameter types) and planned again at each Execute, so
+/// that it reads the tables as they are then; or a session command.
 #[derive(Debug, Clone)]
-pub(crate) struct Prepared {
-    statement: DfStatement,
-    plan: LogicalPlan,
+pub(crate) enum Prepared {
+    Sql {
+        statement: Box<DfStatement>,
+        plan: LogicalPlan,
+    },
+    Session(Session),
 }
 
 #[derive(Debug)]
@@ -171,20 +240,27 @@ impl QueryParser for Parser {
                 "a prepared statement holds exactly one statement".into(),
             ));
         }
-        let statement = statements.remove(0);
-        let planned = self
-            .catalog
-            .plan(statement.clone())
-            .await
-            .map_err(pg_error)?;
-        Ok(Some(Prepared {
-            statement,
-            plan: planned.plan().clone(),
-        }))
+        match statements.remove(0) {
+            Checked::Session(command) => Ok(Some(Prepared::Session(command))),
+            Checked::Sql(statement) => {
+                let planned = self
+                    .catalog
+                    .plan(statement.clone())
+                    .await
+                    .map_err(pg_error)?;
+                Ok(Some(Prepared::Sql {
+                    statement: Box::new(statement),
+                    plan: planned.plan().clone(),
+                }))
+            }
+        }
     }
 
     fn get_parameter_types(&self, prepared: &Prepared) -> PgWireResult<Vec<Type>> {
-        Ok(parameter_types(&prepared.plan)?
+        let Prepared::Sql { plan, .. } = prepared else {
+            return Ok(Vec::new());
+        };
+        Ok(parameter_types(plan)?
             .iter()
             .map(|data_type| data_type.as_ref().map_or(Type::TEXT, encode::pg_type))
             .collect())
@@ -196,26 +272,38 @@ impl QueryParser for Parser {
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
         let format = column_format.cloned().unwrap_or(Format::UnifiedBinary);
-        Ok(encode::fields(prepared.plan.schema().as_arrow(), &format))
+        Ok(match prepared {
+            Prepared::Sql { plan, .. } => encode::fields(plan.schema().as_arrow(), &format),
+            Prepared::Session(command) => session::fields(command, &format),
+        })
     }
 }
 
-/// The types DataFusion inferred for `$1 … $n`, in order (`None` where it could not).
+/// The types DataFusion inferred for `$1 … $n`, in order (`None` where it could not,
+/// or where the plan does not use the parameter: a rewritten catalog query may drop
+/// some of a client's parameters).
 fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
     let types: HashMap<String, Option<DataType>> = plan
         .get_parameter_types()
         .map_err(|e| pg_error(Error::Query(e)))?;
-    let count = types.len();
-    (1..=count)
-        .map(|n| {
-            types.get(&format!("${n}")).cloned().ok_or_else(|| {
+    let mut numbered = Vec::new();
+    for (name, data_type) in types {
+        let index = name
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
                 user_error(
                     "42P02",
-                    format!("parameters must be numbered $1 to ${count} without gaps"),
+                    format!("parameter {name}: parameters are numbered $1, $2, …"),
                 )
-            })
-        })
-        .collect()
+            })?;
+        if numbered.len() < index {
+            numbered.resize(index, None);
+        }
+        numbered[index - 1] = data_type;
+    }
+    Ok(numbered)
 }
 
 #[async_trait]
@@ -229,7 +317,7 @@ impl ExtendedQueryHandler for Backend {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<Self::Statement>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -239,10 +327,19 @@ impl ExtendedQueryHandler for Backend {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let prepared = &portal.statement.statement;
+        let statement = match &portal.statement.statement {
+            Prepared::Session(command) => {
+                if let Session::Deallocate(Some(name)) = command {
+                    client.portal_store().rm_statement(name);
+                }
+                return session::respond(client, command, &portal.result_column_format);
+            }
+            Prepared::Sql { statement, .. } => statement,
+        };
+        let cancel = self.cancels.watch(client).shared();
         let mut planned = self
             .catalog
-            .plan(prepared.statement.clone())
+            .plan((**statement).clone())
             .await
             .map_err(pg_error)?;
         let types = parameter_types(planned.plan())?;
@@ -251,13 +348,15 @@ impl ExtendedQueryHandler for Backend {
             planned = planned.with_params(values).map_err(pg_error)?;
         }
         debug!(parameters = types.len(), "extended query");
-        self.respond(planned, &portal.result_column_format).await
+        self.respond(planned, &portal.result_column_format, cancel)
+            .await
     }
 }
 
-/// Decodes the Bind message's parameters into the types the plan expects.
+/// Decodes the Bind message's parameters into the types the plan expects. A client
+/// may bind more parameters than the plan uses (see [`parameter_types`]), never fewer.
 fn bind(portal: &Portal<Prepared>, types: &[Option<DataType>]) -> PgWireResult<Vec<ScalarValue>> {
-    if portal.parameter_len() != types.len() {
+    if portal.parameter_len() < types.len() {
         return Err(user_error(
             "08P01",
             format!(
@@ -268,10 +367,9 @@ fn bind(portal: &Portal<Prepared>, types: &[Option<DataType>]) -> PgWireResult<V
         ));
     }
     let declared = &portal.statement.parameter_types;
-    types
-        .iter()
-        .enumerate()
-        .map(|(index, expected)| {
+    (0..portal.parameter_len())
+        .map(|index| {
+            let expected = types.get(index).cloned().flatten();
             let pg_type = declared
                 .get(index)
                 .cloned()
@@ -280,8 +378,8 @@ fn bind(portal: &Portal<Prepared>, types: &[Option<DataType>]) -> PgWireResult<V
                 .unwrap_or(Type::TEXT);
             let value = decode_parameter(portal, index, &pg_type)?;
             match expected {
-                Some(expected) if &value.data_type() != expected => value
-                    .cast_to(expected)
+                Some(expected) if value.data_type() != expected => value
+                    .cast_to(&expected)
                     .map_err(|e| pg_error(Error::Query(e))),
                 _ => Ok(value),
             }

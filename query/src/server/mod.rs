@@ -2,26 +2,35 @@
 //! with a `query.users` login and run read-only SQL over the lake.
 //!
 //! - `auth.rs`: SCRAM-SHA-256 logins; `handler.rs`: simple and extended query
-//!   protocol on top of [`Catalog`]; `encode.rs`: Arrow → PostgreSQL types and rows.
-//! - This file: the accept loop. At most `max_connections` connections are served;
-//!   one more is answered with SQLSTATE 53300 and closed. On shutdown the listener
-//!   closes, queries still running get up to `shutdown_grace` to finish, then every
-//!   connection is closed.
+//!   protocol on top of [`Catalog`]; `session.rs`: the answers to session commands
+//!   (transactions, `SET`/`SHOW`); `encode.rs`: Arrow → PostgreSQL types and rows;
+//!   `tls.rs`: `query.tls`; `cancel.rs`: cancel requests.
+//! - This file: the accept loop. Without TLS, only a loopback address is served
+//!   unless `query.allow_plaintext`; with TLS, clients that do not negotiate it are
+//!   refused unless `query.allow_plaintext`. At most `max_connections` connections are
+//!   served; one more is answered with SQLSTATE 53300 and closed. A
+//!   `CancelRequest` (its own short connection) stops the query of the connection
+//!   whose key it carries. On shutdown the listener closes, queries still running
+//!   get up to `shutdown_grace` to finish, then every connection is closed.
 
 mod auth;
+mod cancel;
 mod encode;
 mod handler;
+mod session;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use pgwire::api::PgWireServerHandlers;
 use pgwire::api::auth::DefaultServerParameterProvider;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use pgwire::error::ErrorInfo;
 use pgwire::messages::Message;
 use pgwire::messages::response::ErrorResponse;
@@ -46,20 +55,44 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     config.validate()?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| crate::Error::Server {
+            context: "reading the listen address".into(),
+            source,
+        })?;
+    config.check_listen(local)?;
     if config.users.is_empty() {
         warn!("query.users is empty: nobody can log in to the SQL server");
     }
+    if !catalog.has_lake().await {
+        warn!("the SQL server starts with an empty catalog: no lake yet");
+    }
+    let tls = config.tls.as_ref().map(tls::load).transpose()?;
     let active = Arc::new(ActiveQueries::default());
+    let manager = Arc::new(ConnectionManager::new());
+    let cancels = Arc::new(cancel::Cancels::default());
     let handlers = Arc::new(Handlers {
-        backend: Arc::new(Backend::new(catalog, active.clone())),
-        startup: Arc::new(auth::startup_handler(Arc::new(auth::Users::new(
-            &config.users,
-        )))),
+        backend: Arc::new(Backend::new(catalog, active.clone(), cancels.clone())),
+        startup: Arc::new(auth::RequireTls {
+            inner: Arc::new(auth::startup_handler(
+                Arc::new(auth::Users::new(&config.users)),
+                tls.as_ref().map(|tls| tls.cert_pem.as_slice()),
+                manager.clone(),
+            )?),
+            required: tls.is_some() && !config.allow_plaintext,
+        }),
+        cancel: Arc::new(cancel::Handler { manager, cancels }),
     });
+    let acceptor = tls.map(|tls| tls.acceptor);
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let mut connections = JoinSet::new();
-    let local = listener.local_addr().ok();
-    info!(listen = ?local, max_connections = config.max_connections, "SQL server listening");
+    info!(
+        listen = %local,
+        tls = acceptor.is_some(),
+        max_connections = config.max_connections,
+        "SQL server listening"
+    );
 
     tokio::pin!(shutdown);
     loop {
@@ -71,9 +104,10 @@ pub async fn serve(
                     match permits.clone().try_acquire_owned() {
                         Ok(permit) => {
                             let handlers = handlers.clone();
+                            let acceptor = acceptor.clone();
                             connections.spawn(async move {
                                 let _permit = permit;
-                                if let Err(error) = process_socket(socket, None, handlers).await {
+                                if let Err(error) = process_socket(socket, acceptor, handlers).await {
                                     debug!(%peer, %error, "connection ended with an error");
                                 }
                             });
@@ -133,7 +167,8 @@ async fn refuse(mut socket: TcpStream) {
 
 struct Handlers {
     backend: Arc<Backend>,
-    startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+    startup: Arc<auth::RequireTls<SASLAuthStartupHandler<DefaultServerParameterProvider>>>,
+    cancel: Arc<cancel::Handler>,
 }
 
 impl std::fmt::Debug for Handlers {
@@ -153,5 +188,9 @@ impl PgWireServerHandlers for Handlers {
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
     }
 }

@@ -47,7 +47,13 @@ pub struct Server {
 impl Server {
     /// Serves a catalog of `fixture`'s lake with `config`.
     pub async fn start(fixture: &Fixture, config: Config) -> Result<Server> {
-        let catalog = Arc::new(catalog(fixture, &config).await?);
+        let catalog = catalog(fixture, &config).await?;
+        Server::serve(catalog, config).await
+    }
+
+    /// Serves `catalog` with `config`.
+    pub async fn serve(catalog: Catalog, config: Config) -> Result<Server> {
+        let catalog = Arc::new(catalog);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();

@@ -12,7 +12,7 @@ use crate::sql::run;
 
 /// `(sql, what the refusal names)`. `{lake}` and `{out}` are replaced by the lake
 /// root and a scratch directory.
-const FORBIDDEN: [(&str, &str); 16] = [
+pub(crate) const FORBIDDEN: [(&str, &str); 16] = [
     ("CREATE TABLE t (a INT)", "CREATE TABLE"),
     ("CREATE TABLE t AS SELECT * FROM events", "CREATE TABLE"),
     ("CREATE VIEW v AS SELECT * FROM events", "CREATE VIEW"),
@@ -49,13 +49,13 @@ const FORBIDDEN: [(&str, &str); 16] = [
     ),
 ];
 
-fn fill(sql: &str, fixture: &Fixture, out: &std::path::Path) -> Result<String> {
+pub(crate) fn fill(sql: &str, fixture: &Fixture, out: &std::path::Path) -> Result<String> {
     Ok(sql
         .replace("{lake}", &fixture.root()?)
         .replace("{out}", &out.to_string_lossy()))
 }
 
-async fn unchanged(catalog: &Catalog, out: &std::path::Path) -> Result<()> {
+pub(crate) async fn unchanged(catalog: &Catalog, out: &std::path::Path) -> Result<()> {
     assert_eq!(
         run(catalog, "SELECT count(*) AS n FROM events", Format::Csv).await?,
         "n\n10\n"

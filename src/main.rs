@@ -350,9 +350,13 @@ async fn run(mut settings: Settings, command: Command) -> anyhow::Result<()> {
             }
             let query = &settings.query;
             query.validate()?;
+            query.check_listen(query.listen)?;
             settings.lifecycle.validate()?;
             let listener = bind(query.listen).await?;
-            let catalog = spur_query::Catalog::open(&root, &settings.lifecycle, query).await?;
+            // Services may start in any order: before the processor has created the
+            // lake, the server serves an empty catalog and picks the tables up later.
+            let catalog =
+                spur_query::Catalog::open_or_wait(&root, &settings.lifecycle, query).await?;
             spur_query::serve(
                 std::sync::Arc::new(catalog),
                 query,

@@ -123,21 +123,12 @@ fn secret(len: usize) -> String {
         .collect()
 }
 
-fn webhook_secret() -> String {
-    use base64::Engine;
-    let bytes: [u8; 32] = rand::random();
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    )
-}
-
 /// The configuration `spur up` starts from: every default of `spur.example.toml`,
 /// paths under `data`, fresh secrets, the demo site and a segment to watch.
 fn generated_config(data: &Path) -> String {
     let d = data.display();
     let (unsubscribe, confirm, admin, sql) = (secret(48), secret(48), secret(48), secret(24));
-    let hook = webhook_secret();
+    let hook = crate::console::generate_webhook_secret();
     format!(
         r#"# Written by `spur up` on its first start: the whole pipeline on this machine.
 # Edit and restart to change it; every key is documented in spur.example.toml.
@@ -264,8 +255,10 @@ pub async fn run(mut settings: Settings, config: PathBuf, args: UpArgs) -> anyho
     let collector_listener = bind(settings.collector.listen, "collector.listen", &config).await?;
     let processor_listener = bind(settings.processor.listen, "processor.listen", &config).await?;
     let segments_listener = bind(settings.segments.listen, "segments.listen", &config).await?;
+    settings.query.check_listen(settings.query.listen)?;
     let sql_listener = bind(settings.query.listen, "query.listen", &config).await?;
     let admin_listener = bind(settings.admin.listen, "admin.listen", &config).await?;
+    let console_listener = bind(settings.console.listen, "console.listen", &config).await?;
 
     spur_keys::KeyRing::init(&settings.keys.dir)
         .with_context(|| format!("creating keys in {}", settings.keys.dir.display()))?;
@@ -333,7 +326,7 @@ pub async fn run(mut settings: Settings, config: PathBuf, args: UpArgs) -> anyho
         services.push((
             "sql",
             tokio::spawn(async move {
-                let catalog = spur_query::Catalog::open(&root, &lifecycle, &query).await?;
+                let catalog = spur_query::Catalog::open_or_wait(&root, &lifecycle, &query).await?;
                 spur_query::serve(std::sync::Arc::new(catalog), &query, sql_listener, stop).await?;
                 Ok(())
             }),
@@ -354,6 +347,28 @@ pub async fn run(mut settings: Settings, config: PathBuf, args: UpArgs) -> anyho
                 spur_gdpr::admin::serve(admin_listener, admin, stop).await?;
                 Ok(())
             }),
+        ));
+    }
+
+    {
+        let console = crate::console::ConsoleConfig {
+            lake_root: root.clone(),
+            inbox_dir: args.data_dir.join("inbox"),
+            // Without a configured secret no webhook points at the inbox; the
+            // dashboard is served all the same.
+            webhook_secret: settings.console.webhook_secret.clone().unwrap_or_else(|| {
+                spur_schemas::secret::Secret::new(crate::console::generate_webhook_secret())
+            }),
+            admin_token: settings.admin.token.clone(),
+            processor_metrics_url: Some(format!("http://{}/metrics", settings.processor.listen)),
+            collector_url: format!("http://localhost:{}", settings.collector.listen.port()),
+        };
+        let stop = stopped(stop_rx.clone());
+        services.push((
+            "console",
+            tokio::spawn(
+                async move { crate::console::serve(console_listener, console, stop).await },
+            ),
         ));
     }
 
@@ -415,6 +430,7 @@ fn print_summary(settings: &Settings, config: &Path, args: &UpArgs, embedded: bo
         .map(|u| u.name.clone())
         .unwrap_or_else(|| "<none: add [[query.users]]>".into());
     let sql = settings.query.listen;
+    let console = format!("http://localhost:{}", settings.console.listen.port());
     let kafka = if embedded {
         format!(
             "{} (embedded broker, data in {})",
@@ -426,7 +442,8 @@ fn print_summary(settings: &Settings, config: &Path, args: &UpArgs, embedded: bo
     };
     println!(
         "\nSpur is running.\n\
-         \n  Demo shop    {web}/demo/\
+         \n  Inbox        {console}/inbox/  (what a mailing system receives)\
+         \n  Dashboard    {console}/dashboard/\
          \n  Tracker      {web}/spur.js  (POST {web}/v1/batch)\
          \n  SQL          psql \"postgresql://{user}@{}:{}/spur\"  (password: query.users in the config)\
          \n  Admin API    http://{}  (bearer token: admin.token in the config)\

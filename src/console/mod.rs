@@ -43,8 +43,6 @@ use inbox::Inbox;
 
 /// What the console needs; `spur up` fills it from its settings.
 #[derive(Debug, Clone)]
-// `spur up` (src/up.rs) builds it; until that lands only the tests do.
-#[allow(dead_code)]
 pub struct ConsoleConfig {
     /// The lake the dashboard reads (`lake.root`); it may not exist yet.
     pub lake_root: String,
@@ -77,8 +75,6 @@ struct Console {
 /// Serves the console on `listener` until `shutdown` resolves. Fails at once on a
 /// webhook secret that is not `whsec_` and the base64 of a 24 to 64 byte key, or an
 /// inbox directory that cannot be created or read.
-// `spur up` (src/up.rs) calls it; until that lands only the tests do.
-#[allow(dead_code)]
 pub async fn serve(
     listener: TcpListener,
     config: ConsoleConfig,
@@ -117,8 +113,6 @@ pub async fn serve(
 
 /// A fresh webhook secret for the inbox: `whsec_` and the base64 of 32 random bytes
 /// (what `[[segments.webhooks]].secret` takes).
-// `spur up` (src/up.rs) calls it when it writes its configuration.
-#[allow(dead_code)]
 pub fn generate_webhook_secret() -> String {
     use base64::Engine as _;
     let key: [u8; 32] = rand::random();

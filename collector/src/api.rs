@@ -4,7 +4,9 @@
 //! the accounting. Refusals are [`Rejection`]s, mapped to HTTP in [`crate::reply`].
 //! `/v1/unsubscribe` (RFC 8058 one-click unsubscribe, [`crate::unsubscribe`]) and
 //! `/v1/confirm` (the double opt-in link, [`crate::confirm`]) produce through the same
-//! sink with the same guarantee: 200 only once the broker acknowledged.
+//! sink with the same guarantee: 200 only once the broker acknowledged. With
+//! `collector.demo` on, `/demo/` serves the demo shop ([`crate::demo`]); off, those
+//! paths are 404 like any unknown one.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use spur_schemas::wire::{Batch, ConsentFlags};
 use crate::agent::AgentClassifier;
 use crate::clock::ClockRules;
 use crate::config::Config;
+use crate::demo::Demo;
 use crate::error::{Error, Result};
 use crate::geo::{DatacenterLookup, GeoLookup};
 use crate::ingest::Envelope;
@@ -52,6 +55,8 @@ pub struct App {
     rules: Rules,
     clock: ClockRules,
     tracker: Tracker,
+    /// The demo shop, when `collector.demo` is on.
+    demo: Option<Demo>,
     shutting_down: AtomicBool,
 }
 
@@ -85,6 +90,14 @@ impl App {
             skew_tolerance: config.limits.clock_skew_tolerance,
             max_age: config.limits.max_event_age,
         };
+        if config.demo && sites.get(crate::demo::SITE).is_none() {
+            tracing::warn!(
+                site = crate::demo::SITE,
+                "the demo shop is on but its site is not registered: its events will be refused \
+                 (add [[collector.sites]] id = \"demo\", hosts = [\"localhost\", \"127.0.0.1\"])"
+            );
+        }
+        let demo = config.demo.then(Demo::default);
         Ok(Self {
             config,
             sites,
@@ -97,6 +110,7 @@ impl App {
             rules,
             clock,
             tracker: Tracker::default(),
+            demo,
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -182,6 +196,14 @@ impl App {
                 "other",
                 Err(Rejection::MethodNotAllowed { allow: "GET, HEAD" }),
             ),
+            (path, _) if Demo::owns(path) => match &self.demo {
+                Some(demo) if get => ("demo", Ok(demo.serve(path, req.headers()))),
+                Some(_) => (
+                    "demo",
+                    Err(Rejection::MethodNotAllowed { allow: "GET, HEAD" }),
+                ),
+                None => ("other", Err(Rejection::NotFound)),
+            },
             _ => ("other", Err(Rejection::NotFound)),
         }
     }

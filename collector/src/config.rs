@@ -45,6 +45,11 @@ pub struct Config {
     /// How long a graceful shutdown waits for in-flight requests before flushing.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Serve the demo shop under `/demo/` ([`crate::demo`]): a few product pages,
+    /// a consent banner and a newsletter form that embed `/spur.js` as site `demo`,
+    /// which must be registered for the host the browser uses (`localhost`). Off
+    /// by default: a production collector serves no pages of its own.
+    pub demo: bool,
 }
 
 /// Large hosting and cloud networks: Amazon (16509, 14618), Google Cloud (396982,
@@ -71,6 +76,7 @@ impl Default for Config {
             datacenter_asns: DATACENTER_ASNS.to_vec(),
             trusted_proxies: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
+            demo: false,
         }
     }
 }

@@ -8,7 +8,8 @@
 //! [`geo`], [`agent`], [`salt`] and [`client_ip`] enrich; [`sink`] talks to Kafka;
 //! [`reply`] maps every refusal to HTTP; [`metrics`] keeps the accounting;
 //! [`unsubscribe`] is the one-click unsubscribe (RFC 8058) of marketing e-mails and
-//! [`confirm`] the double opt-in link (`/v1/confirm`).
+//! [`confirm`] the double opt-in link (`/v1/confirm`); [`demo`] is the demo shop
+//! (`/demo/`, with `collector.demo` on).
 
 pub mod agent;
 pub mod api;
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod compat;
 pub mod config;
 pub mod confirm;
+pub mod demo;
 pub mod error;
 pub mod geo;
 pub mod ingest;

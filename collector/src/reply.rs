@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::json;
@@ -241,20 +241,23 @@ pub fn html_response(status: StatusCode, body: String) -> Response<Body> {
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PAGE_CSP),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert("x-robots-tag", HeaderValue::from_static("noindex"));
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
+    page_headers(headers, PAGE_CSP, "no-referrer");
     response
+}
+
+/// What every page the collector serves carries: its content security policy, its
+/// referrer policy, and that it is never framed or indexed.
+pub fn page_headers(headers: &mut HeaderMap, csp: &'static str, referrer: &'static str) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static(referrer));
+    headers.insert("x-robots-tag", HeaderValue::from_static("noindex"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
 pub fn text_response(
@@ -270,6 +273,53 @@ pub fn text_response(
     headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// A strong entity tag for a body served from memory: the first 8 bytes of its
+/// SHA-256, in hex.
+pub fn etag_of(body: &[u8]) -> HeaderValue {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(body);
+    HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..8])))
+        .expect("hex is a valid header")
+}
+
+/// Whether a request's `If-None-Match` names `etag` (or is `*`). The comparison is
+/// weak, as RFC 9110 §13.1.2 asks: `W/"x"` matches `"x"`.
+fn none_match(request: &HeaderMap, etag: &HeaderValue) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    let ours = strip(etag.to_str().unwrap_or_default());
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| tag.trim() == "*" || strip(tag) == ours)
+}
+
+/// A body held in memory, served with its `ETag` and `Cache-Control`; `304 Not
+/// Modified` with the same two headers and no body when the request's
+/// `If-None-Match` names the tag.
+pub fn cached_response(
+    request: &HeaderMap,
+    content_type: &'static str,
+    body: &Bytes,
+    etag: &HeaderValue,
+    cache_control: &'static str,
+) -> Response<Body> {
+    let (status, body) = if none_match(request, etag) {
+        (StatusCode::NOT_MODIFIED, Bytes::new())
+    } else {
+        (StatusCode::OK, body.clone())
+    };
+    let mut response = text_response(status, content_type, body);
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, etag.clone());
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
     );
     response
 }
@@ -384,6 +434,34 @@ mod tests {
         }
         .into_page(|code, _| code.to_owned());
         assert_eq!(page.headers()[header::ALLOW], "GET, HEAD, POST");
+    }
+
+    #[test]
+    fn cached_bodies_answer_not_modified_to_their_tag() {
+        let body = Bytes::from_static(b"body");
+        let etag = etag_of(&body);
+        let fresh = cached_response(&HeaderMap::new(), "text/css", &body, &etag, "no-cache");
+        assert_eq!(fresh.status(), StatusCode::OK);
+        assert_eq!(fresh.headers()[header::ETAG], etag);
+        assert_eq!(fresh.headers()[header::CACHE_CONTROL], "no-cache");
+        let tag = etag.to_str().expect("ascii");
+        for sent in [
+            tag.to_owned(),
+            format!("W/{tag}"),
+            format!("\"x\", {tag}"),
+            "*".into(),
+        ] {
+            let mut request = HeaderMap::new();
+            request.insert(header::IF_NONE_MATCH, sent.parse().expect("header"));
+            let cached = cached_response(&request, "text/css", &body, &etag, "no-cache");
+            assert_eq!(cached.status(), StatusCode::NOT_MODIFIED, "{sent}");
+            assert_eq!(cached.headers()[header::ETAG], etag);
+            assert_eq!(cached.headers()[header::CACHE_CONTROL], "no-cache");
+        }
+        let mut other = HeaderMap::new();
+        other.insert(header::IF_NONE_MATCH, "\"other\"".parse().expect("header"));
+        let changed = cached_response(&other, "text/css", &body, &etag, "no-cache");
+        assert_eq!(changed.status(), StatusCode::OK);
     }
 
     #[test]

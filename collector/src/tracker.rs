@@ -4,11 +4,10 @@
 //! served with an `ETag` and a one-hour cache lifetime.
 
 use bytes::Bytes;
+use http::Response;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
-use sha2::{Digest, Sha256};
 
-use crate::reply::{Body, text_response};
+use crate::reply::{Body, cached_response, etag_of};
 
 const SOURCE: &str = include_str!("../tracker/spur.js");
 
@@ -64,9 +63,7 @@ pub fn minify(source: &str) -> String {
 impl Default for Tracker {
     fn default() -> Self {
         let body = minify(SOURCE);
-        let digest = Sha256::digest(body.as_bytes());
-        let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..8])))
-            .expect("hex is a valid header");
+        let etag = etag_of(body.as_bytes());
         Self {
             body: Bytes::from(body),
             etag,
@@ -79,30 +76,17 @@ impl Tracker {
         &self.body
     }
 
+    /// The script for any site (`Access-Control-Allow-Origin: *`), cached for an hour
+    /// and revalidated by its `ETag`.
     pub fn serve(&self, request: &HeaderMap) -> Response<Body> {
-        if request.get(header::IF_NONE_MATCH) == Some(&self.etag) {
-            let mut response = text_response(
-                StatusCode::NOT_MODIFIED,
-                "application/javascript",
-                Bytes::new(),
-            );
-            response
-                .headers_mut()
-                .insert(header::ETAG, self.etag.clone());
-            return response;
-        }
-        let mut response = text_response(
-            StatusCode::OK,
+        let mut response = cached_response(
+            request,
             "application/javascript; charset=utf-8",
-            self.body.clone(),
+            &self.body,
+            &self.etag,
+            "public, max-age=3600",
         );
-        let headers = response.headers_mut();
-        headers.insert(header::ETAG, self.etag.clone());
-        headers.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=3600"),
-        );
-        headers.insert(
+        response.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             HeaderValue::from_static("*"),
         );

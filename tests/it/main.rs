@@ -18,6 +18,7 @@ mod harness;
 mod broker_restart;
 mod collector_crash;
 mod collector_e2e;
+mod demo_shop;
 mod fault_run;
 mod mailing_e2e;
 mod processor_e2e;

@@ -8,6 +8,7 @@ mod confirm;
 mod connections;
 mod consent;
 mod delivery;
+mod demo;
 mod endpoints;
 mod fuzz;
 mod geo;

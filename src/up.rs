@@ -14,7 +14,6 @@
 //! (the collector answers what it accepted, the processor commits what it can), and
 //! the broker stops last.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -157,6 +156,7 @@ key = "{confirm}"
 
 [collector]
 listen = "127.0.0.1:8080"
+demo = true                       # the demo shop at /demo/ (site "demo" below)
 
 [[collector.sites]]
 id = "demo"                       # the demo shop at /demo/
@@ -217,11 +217,9 @@ async fn bind(addr: SocketAddr, key: &str, config: &Path) -> anyhow::Result<TcpL
     })
 }
 
-/// A future that completes when `stop` turns true.
-fn stopped(mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }
+/// Completes when `stop` turns true.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 type Service = (&'static str, tokio::task::JoinHandle<anyhow::Result<()>>);
@@ -442,6 +440,7 @@ fn print_summary(settings: &Settings, config: &Path, args: &UpArgs, embedded: bo
     };
     println!(
         "\nSpur is running.\n\
+         \n  Demo shop    {web}/demo/\
          \n  Inbox        {console}/inbox/  (what a mailing system receives)\
          \n  Dashboard    {console}/dashboard/\
          \n  Tracker      {web}/spur.js  (POST {web}/v1/batch)\

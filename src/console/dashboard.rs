@@ -503,7 +503,11 @@ pub(super) fn render(
         Some(Err(_)) => "?".to_owned(),
         None => "–".to_owned(),
     };
-    let dead: f64 = counters.dead_letters.values().map(|(c, p)| c + p).sum();
+    // A fold from 0.0: `Sum` of no f64 is -0.0, which prints as "-0".
+    let dead: f64 = counters
+        .dead_letters
+        .values()
+        .fold(0.0, |all, (c, p)| all + c + p);
     let data = match lake {
         Ok(data) => data,
         Err(why) => {

@@ -293,9 +293,12 @@ fn response(status: StatusCode, content_type: &'static str, body: String) -> Res
             "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
         ),
     );
+    // No referrer leaves the console; `same-origin`, not `no-referrer`: with the
+    // latter a browser sends `Origin: null` on the unsubscribe form's POST, which the
+    // same-origin check must then refuse (found by the tour in Chromium).
     headers.insert(
         header::REFERRER_POLICY,
-        header::HeaderValue::from_static("no-referrer"),
+        header::HeaderValue::from_static("same-origin"),
     );
     response
 }

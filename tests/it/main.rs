@@ -9,6 +9,7 @@
 //! ```
 #![cfg(feature = "broker-tests")]
 
+mod browser;
 // The collector's HTTP client, topic reader and metric parser, shared as source.
 #[allow(dead_code)]
 #[path = "../../collector/tests/it/common.rs"]

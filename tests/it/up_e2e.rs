@@ -1,7 +1,8 @@
 //! `spur up` as a user runs it, on free ports (set through `SPUR_<SECTION>__LISTEN`
 //! environment variables, so the generated configuration is the one under test):
 //! a port already taken fails at once and names its key; SIGTERM and then SIGKILL
-//! under traffic lose no acknowledged event and keep the broker's data.
+//! under traffic lose no acknowledged event and keep the broker's data; the README's
+//! tour in headless Chromium, from the demo shop's consent banner to the inbox.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use crate::browser::{Browser, assert_not_blank};
 use crate::client::{read_topic, try_send};
 use crate::fault_run::{sender, stop_senders};
 use crate::harness::free_port;
@@ -256,4 +258,149 @@ async fn sigterm_and_sigkill_under_traffic_lose_no_acknowledged_event() {
         "last SIGTERM: not a clean exit:\n{}",
         up.log()
     );
+}
+
+/// The README's tour, in headless Chromium against `spur up`: accept consent in the
+/// demo shop, read the boots page, sign up; the confirmation request arrives in the
+/// inbox, its link confirms; the `segment.entered` mailing arrives (signature
+/// verified); its unsubscribe button leads to `segment.exited`. Screenshots of the
+/// shop, the inbox and the dashboard, checked for their key elements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tour_in_chromium_from_the_demo_shop_to_the_inbox() {
+    let dir = crate::harness::workdir();
+    let ports = Ports::free();
+    let mut up = Up::spawn(dir.path(), &ports);
+    up.ready().await;
+    let shop = format!("http://localhost:{}/demo/", ports.of("COLLECTOR"));
+    let console = format!("http://localhost:{}", ports.of("CONSOLE"));
+    let inbox = format!("{console}/inbox/");
+    let work = dir.path().to_owned();
+    let email = format!("tour-{}@example.com", &crate::client::eid()[..8]);
+    let log = up.log.clone();
+    let tour = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::launch(&work);
+        // A person's browser: headless Chromium's own user agent is (rightly) labelled
+        // a bot, and bots' sign-ups make no ledger entries.
+        b.page(
+            "Emulation.setUserAgentOverride",
+            serde_json::json!({"userAgent": PERSON}),
+        );
+        // Consent: nothing is stored before it, a visitor id after "accept all".
+        b.open(&shop);
+        assert!(b.visible("#consent"), "the banner asks");
+        let before = b.stored();
+        assert_eq!(before["cookies"], serde_json::json!([]), "{before}");
+        b.click("[data-consent=\"accept\"]");
+        b.wait_for("document.getElementById('consent').hidden");
+        assert!(
+            b.stored()["local"]["spur_vid"].is_string(),
+            "a visitor id after consent"
+        );
+        let shop_shot = work.join("tour-shop.png");
+        assert_not_blank("shop", &b.screenshot(&shop_shot));
+        // Long enough on the boots page for the view to count (reference_dwell 5 s).
+        b.open(&format!("{shop}boots"));
+        std::thread::sleep(Duration::from_secs(7));
+        b.open(&shop);
+        b.click("#newsletter-email");
+        b.type_text(&email);
+        b.click("#newsletter-consent");
+        b.click("button[type=submit]");
+        b.wait_for("!document.getElementById('newsletter-thanks').hidden");
+
+        // The double opt-in request in the inbox; its link, then the page's button.
+        let confirm = wait_in_inbox(
+            &mut b,
+            &inbox,
+            "[...document.querySelectorAll('a.button')].map(a => a.href).find(h => h.includes('/v1/confirm')) || null",
+            &log,
+        );
+        b.open(confirm.as_str().expect("confirm link"));
+        b.click("button[name=confirm]");
+        b.wait_for("document.body.innerText.toLowerCase().includes('confirmed')");
+
+        // The segment mailing, verified, with its unsubscribe button.
+        wait_in_inbox(
+            &mut b,
+            &inbox,
+            "document.querySelector('form[action^=\"/inbox/unsubscribe\"]') ? true : null",
+            &log,
+        );
+        let text = b.eval("document.body.innerText");
+        let text = text.as_str().unwrap_or_default();
+        assert!(text.contains("signature verified"), "{text}");
+        assert!(text.contains(&email), "the mailing is addressed to the sign-up: {text}");
+        assert!(!text.contains("Refused since start"), "a delivery was refused: {text}");
+        let inbox_shot = work.join("tour-inbox.png");
+        assert_drawn("inbox", &b.screenshot(&inbox_shot));
+        // Submitted from script rather than clicked: the inbox reloads itself every
+        // 5 s, and a reload between aiming and clicking loses a click.
+        b.eval("document.querySelector('form[action^=\"/inbox/unsubscribe\"]').requestSubmit()");
+        // The console sends the one-click POST and redirects back to the mail.
+        b.wait_for("location.hash.length > 1 && document.readyState === 'complete'");
+        wait_in_inbox(
+            &mut b,
+            &inbox,
+            "document.body.innerText.includes('Left segment boot_fans') ? true : null",
+            &log,
+        );
+
+        // The dashboard: its charts and the segment.
+        b.open(&format!("{console}/dashboard/"));
+        assert_eq!(
+            b.eval("document.querySelectorAll('svg').length > 0"),
+            serde_json::json!(true),
+            "the dashboard draws its charts"
+        );
+        let dashboard = b.eval("document.body.innerText");
+        assert!(
+            dashboard.as_str().is_some_and(|t| t.contains("boot_fans")),
+            "the dashboard shows the segment: {dashboard}"
+        );
+        let dashboard_shot = work.join("tour-dashboard.png");
+        assert_drawn("dashboard", &b.screenshot(&dashboard_shot));
+        [shop_shot, inbox_shot, dashboard_shot]
+    })
+    .await
+    .expect("the tour");
+    for shot in tour {
+        println!("screenshot: {}", shot.display());
+    }
+    assert!(up.terminate(), "SIGTERM: not a clean exit:\n{}", up.log());
+}
+
+/// A screenshot of a page of text and charts on a plain background: the window's
+/// size and many colours (mostly background, so not [`assert_not_blank`]'s share).
+fn assert_drawn(name: &str, stats: &serde_json::Value) {
+    assert_eq!(
+        (stats["width"].as_u64(), stats["height"].as_u64()),
+        (Some(1280), Some(900)),
+        "{name}: {stats}"
+    );
+    assert!(
+        stats["colours"].as_u64().is_some_and(|n| n >= 24),
+        "{name} looks blank: {stats}"
+    );
+}
+
+/// The user agent of Chrome on Linux, as a person's browser sends it.
+const PERSON: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+/// Reloads the inbox until `expression` is not null (at most 90 s); returns its value.
+fn wait_in_inbox(b: &mut Browser, inbox: &str, expression: &str, log: &Path) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        b.open(inbox);
+        let value = b.eval(expression);
+        if !value.is_null() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not in the inbox within 90 s: {expression}\n{}\nspur up's log:\n{}",
+            b.eval("document.body.innerText"),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }

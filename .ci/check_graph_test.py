@@ -35,6 +35,7 @@ Prose.
 <!-- crate-graph -->
 - `spur-schemas` → nothing
 - `spur-keys` → nothing
+- `spur-broker` → nothing
 - `spur-telemetry` → nothing
 - `spur-kafka` → `spur-schemas`
 - `spur-lake` → `spur-schemas`
@@ -202,7 +203,7 @@ class CrateGraph(unittest.TestCase):
 
     def test_parse_allowed(self):
         rules = cg.parse_allowed(ARCH)
-        self.assertEqual(len(rules), 13)
+        self.assertEqual(len(rules), 14)
         self.assertEqual(rules["spur-schemas"].allowed, frozenset())
         self.assertIsNone(rules["spur"].allowed)
         self.assertTrue(rules["spur-testkit"].dev_only)

@@ -17,9 +17,10 @@
 //! are [`Session`] commands, answered by the SQL server without planning anything:
 //! transactions (`BEGIN`, `START TRANSACTION [READ ONLY]`, `COMMIT`, `ROLLBACK`,
 //! savepoints — there is nothing to commit), `SET`/`RESET`/`SHOW` of the settings
-//! in [`SESSION_SETTINGS`] (formats and timeouts clients set by habit),
-//! `DISCARD ALL` and `DEALLOCATE` (psycopg's after a rollback). `READ WRITE` transactions, `SET ROLE`, `SET SESSION
-//! AUTHORIZATION` and any other setting are refused.
+//! in [`SESSION_SETTINGS`](crate::postgres::SESSION_SETTINGS) (formats and timeouts
+//! clients set by habit), `DISCARD ALL` and `DEALLOCATE` (psycopg's after a
+//! rollback). `READ WRITE` transactions, `SET ROLE`, `SET SESSION AUTHORIZATION` and
+//! any other setting are refused.
 
 use std::ops::ControlFlow;
 
@@ -33,6 +34,8 @@ use datafusion::sql::sqlparser::ast::{
     TransactionAccessMode, TransactionMode, Visit, Visitor,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+
+use crate::postgres::setting_default;
 
 /// The table functions analysts may call: both generate numbers, neither reads
 /// anything. The catalog registers no other (it removes any a default adds).
@@ -65,35 +68,6 @@ pub fn sql_options() -> SQLOptions {
         .with_allow_statements(false)
 }
 
-/// Session settings a client may `SET`, `RESET` and `SHOW`, with the server's value:
-/// drivers set them by habit, and none changes what a query reads or may do (values
-/// are always sent in ISO format and timestamps in UTC, whatever `DateStyle` and
-/// `TimeZone` say). Names are lowercase; PostgreSQL's are case-insensitive.
-pub const SESSION_SETTINGS: [(&str, &str); 22] = [
-    ("application_name", ""),
-    ("bytea_output", "hex"),
-    ("client_encoding", "UTF8"),
-    ("client_min_messages", "notice"),
-    ("datestyle", "ISO, MDY"),
-    ("default_transaction_isolation", "read committed"),
-    ("default_transaction_read_only", "on"),
-    ("extra_float_digits", "1"),
-    ("idle_in_transaction_session_timeout", "0"),
-    ("integer_datetimes", "on"),
-    ("intervalstyle", "postgres"),
-    ("lock_timeout", "0"),
-    ("max_identifier_length", "63"),
-    ("search_path", "public"),
-    ("server_encoding", "UTF8"),
-    ("server_version", crate::postgres::SERVER_VERSION),
-    ("standard_conforming_strings", "on"),
-    ("statement_timeout", "0"),
-    ("timezone", "UTC"),
-    ("transaction_isolation", "read committed"),
-    ("transaction_read_only", "on"),
-    ("is_superuser", "off"),
-];
-
 /// Settings a client may `SHOW` but not change: changing them would claim what the
 /// server does not do.
 const FIXED_SETTINGS: [&str; 7] = [
@@ -105,15 +79,6 @@ const FIXED_SETTINGS: [&str; 7] = [
     "default_transaction_read_only",
     "is_superuser",
 ];
-
-/// The server's value of a session setting (case-insensitive name), if it is one.
-pub fn setting_default(name: &str) -> Option<&'static str> {
-    let name = name.to_lowercase();
-    SESSION_SETTINGS
-        .iter()
-        .find(|(known, _)| *known == name)
-        .map(|(_, value)| *value)
-}
 
 /// One statement that passed the checks.
 #[derive(Debug, Clone)]
@@ -138,11 +103,11 @@ pub enum Session {
     /// `SET TRANSACTION …` / `SET SESSION CHARACTERISTICS AS TRANSACTION …` with
     /// read-only modes or an isolation level.
     SetTransaction,
-    /// `SET name = value` of one of [`SESSION_SETTINGS`] (lowercase name).
+    /// `SET name = value` of one of [`SESSION_SETTINGS`](crate::postgres::SESSION_SETTINGS) (lowercase name).
     Set { name: String, value: String },
     /// `RESET name` (lowercase) or `RESET ALL` (`None`).
     Reset(Option<String>),
-    /// `SHOW name` of one of [`SESSION_SETTINGS`] (lowercase name).
+    /// `SHOW name` of one of [`SESSION_SETTINGS`](crate::postgres::SESSION_SETTINGS) (lowercase name).
     Show(String),
     /// `DISCARD ALL`: settings back to the server's.
     DiscardAll,
@@ -290,7 +255,7 @@ fn session(statement: &DfStatement) -> Result<Option<Session>, Refusal> {
     }))
 }
 
-/// `SET name = values`: allowed for [`SESSION_SETTINGS`] that are not fixed.
+/// `SET name = values`: allowed for [`SESSION_SETTINGS`](crate::postgres::SESSION_SETTINGS) that are not fixed.
 fn set(name: &str, values: &[Expr]) -> Result<Session, Refusal> {
     let value = values
         .iter()

@@ -55,6 +55,44 @@ pub const DATABASE: &str = "spur";
 /// not start so) and pick the catalog queries of that release.
 pub const SERVER_VERSION: &str = "16.6";
 
+/// Session settings a client may `SET`, `RESET` and `SHOW`, with the server's value:
+/// drivers set them by habit, and none changes what a query reads or may do (values
+/// are always sent in ISO format and timestamps in UTC, whatever `DateStyle` and
+/// `TimeZone` say). Names are lowercase; PostgreSQL's are case-insensitive.
+pub const SESSION_SETTINGS: [(&str, &str); 22] = [
+    ("application_name", ""),
+    ("bytea_output", "hex"),
+    ("client_encoding", "UTF8"),
+    ("client_min_messages", "notice"),
+    ("datestyle", "ISO, MDY"),
+    ("default_transaction_isolation", "read committed"),
+    ("default_transaction_read_only", "on"),
+    ("extra_float_digits", "1"),
+    ("idle_in_transaction_session_timeout", "0"),
+    ("integer_datetimes", "on"),
+    ("intervalstyle", "postgres"),
+    ("lock_timeout", "0"),
+    ("max_identifier_length", "63"),
+    ("search_path", "public"),
+    ("server_encoding", "UTF8"),
+    ("server_version", SERVER_VERSION),
+    ("standard_conforming_strings", "on"),
+    ("statement_timeout", "0"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "read committed"),
+    ("transaction_read_only", "on"),
+    ("is_superuser", "off"),
+];
+
+/// The server's value of a session setting (case-insensitive name), if it is one.
+pub fn setting_default(name: &str) -> Option<&'static str> {
+    let name = name.to_lowercase();
+    SESSION_SETTINGS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, value)| *value)
+}
+
 /// The text of `version()`.
 pub fn version_text() -> String {
     format!(
@@ -404,7 +442,7 @@ impl ScalarUDFImpl for Constant {
 }
 
 /// `current_setting(name)`: the server's value of a session setting
-/// ([`guard::SESSION_SETTINGS`](crate::guard::SESSION_SETTINGS)); a client's own
+/// ([`SESSION_SETTINGS`]); a client's own
 /// `SET` is answered by `SHOW`, not here.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct CurrentSetting {
@@ -452,7 +490,7 @@ impl ScalarUDFImpl for CurrentSetting {
         for name in names.iter() {
             values.push(match name {
                 None => None,
-                Some(name) => match crate::guard::setting_default(name) {
+                Some(name) => match setting_default(name) {
                     Some(value) => Some(value.to_owned()),
                     None if missing_ok => None,
                     None => {

@@ -2,7 +2,7 @@
 //! around their queries on a read-only server. Transactions are acknowledged (and
 //! the connection's transaction status follows them, as drivers check it); nothing
 //! is begun, committed or undone, since nothing can be written. `SET` of a
-//! [`guard::SESSION_SETTINGS`] name is kept for the connection so that `SHOW` says
+//! [`SESSION_SETTINGS`](crate::postgres::SESSION_SETTINGS) name is kept for the connection so that `SHOW` says
 //! what the client set; `RESET` and `DISCARD ALL` forget it. `DEALLOCATE name`
 //! removes the prepared statement (in the handler, which has the store); pgwire's
 //! store cannot be emptied at once, so `DEALLOCATE ALL` leaves the statements until
@@ -46,7 +46,7 @@ pub(crate) fn value<C: ClientInfo>(client: &C, name: &str) -> String {
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.clone())
     })
-    .or_else(|| guard::setting_default(name).map(str::to_owned))
+    .or_else(|| crate::postgres::setting_default(name).map(str::to_owned))
     .unwrap_or_default()
 }
 

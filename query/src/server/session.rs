@@ -18,7 +18,7 @@ use pgwire::api::portal::Format;
 use pgwire::api::results::{DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::error::PgWireResult;
 
-use crate::guard::{self, Session};
+use crate::guard::Session;
 
 /// The settings a client `SET` on this connection (lowercase names).
 #[derive(Debug, Default)]

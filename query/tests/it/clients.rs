@@ -7,7 +7,8 @@
 //!
 //! The clients are programs, not crates: `psql` (`SPUR_PSQL`, default `psql` on
 //! `PATH`), Python 3 with `psycopg[binary]` and `sqlalchemy` (`SPUR_PYTHON`,
-//! default `python3`) and `openssl`. `.ci/run` installs them; a missing one fails
+//! default `python3`), Node.js with node-postgres (`pg`, see [`node_program`]) and
+//! `openssl`. `.ci/run` installs them; a missing one fails
 //! the test with the command that installs it, never skips it.
 
 use std::path::Path;
@@ -265,6 +266,87 @@ async fn psycopg_in_transaction_mode_with_server_side_parameters() -> Result<()>
     assert_eq!(report["database"], "spur", "{report}");
     assert_eq!(report["application_name"], "notebook", "{report}");
     check_refusals("psycopg", &forbidden, &report["refused"])?;
+    let catalog = fixture::catalog(&fixture, &fixture::config()).await?;
+    unchanged(&catalog, out.path()).await?;
+    server.stop().await
+}
+
+/// Node.js with node-postgres (`pg`): `SPUR_NODE` (default `node`) and the directory
+/// holding `node_modules/pg` in `SPUR_NODE_MODULES` (default
+/// `~/.cache/spur-node/node_modules`, where `.ci/run` installs it). JDBC (Maven) and
+/// Go modules cannot be fetched on these machines; npm can.
+fn node_program() -> Result<(String, String)> {
+    let node = std::env::var("SPUR_NODE").unwrap_or_else(|_| "node".into());
+    let modules = std::env::var("SPUR_NODE_MODULES").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/spur-node/node_modules",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let install = "npm install --prefix ~/.cache/spur-node pg@8";
+    let probe = run(
+        &node,
+        &["-e", "require('pg')"],
+        &[("NODE_PATH", &modules)],
+        install,
+    )?;
+    ensure!(
+        probe.status.success(),
+        "{node} finds no `pg` module in {modules}: {install} (.ci/run installs it)\n{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    Ok((node, modules))
+}
+
+// The clients run as blocking child processes: the server needs a thread of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_with_parameters_prepared_statements_and_transactions() -> Result<()> {
+    let (node, modules) = node_program()?;
+    let fixture = Fixture::new().await?;
+    let out = tempfile::tempdir()?;
+    let server = Server::start(&fixture, fixture::config()).await?;
+    let expected: i64 = server
+        .connect()
+        .await?
+        .query_one(
+            "SELECT count(*) FROM events WHERE event_type = 'identify' AND dt >= '2025-01-01'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let forbidden = forbidden(&fixture, out.path())?;
+    let statements: Vec<&str> = forbidden.iter().map(|(sql, _)| sql.as_str()).collect();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/clients/node_pg_client.js"
+    );
+    let output = run(
+        &node,
+        &[
+            script,
+            &server.addr.port().to_string(),
+            USER,
+            PASSWORD,
+            &serde_json::to_string(&statements)?,
+        ],
+        &[("NODE_PATH", &modules)],
+        "npm install --prefix ~/.cache/spur-node pg@8",
+    )?;
+    ensure!(
+        output.status.success(),
+        "node-postgres: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(report["identify_count"], expected, "{report}");
+    assert_eq!(
+        report["prepared_ids"],
+        serde_json::json!(["ev-0-3", "ev-0-5", "ev-1-3"]),
+        "{report}"
+    );
+    assert_eq!(report["database"], "spur", "{report}");
+    assert_eq!(report["application_name"], "dashboard", "{report}");
+    check_refusals("node-postgres", &forbidden, &report["refused"])?;
     let catalog = fixture::catalog(&fixture, &fixture::config()).await?;
     unchanged(&catalog, out.path()).await?;
     server.stop().await

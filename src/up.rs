@@ -125,7 +125,14 @@ fn secret(len: usize) -> String {
 /// The configuration `spur up` starts from: every default of `spur.example.toml`,
 /// paths under `data`, fresh secrets, the demo site and a segment to watch.
 fn generated_config(data: &Path) -> String {
-    let d = data.display();
+    // Quoted and escaped as TOML strings, whatever the path holds.
+    let path = |sub: &str| toml::Value::String(data.join(sub).display().to_string()).to_string();
+    let (broker, lake, keys, state) = (
+        path("broker"),
+        path("lake"),
+        path("keys"),
+        path("state/segments"),
+    );
     let (unsubscribe, confirm, admin, sql) = (secret(48), secret(48), secret(48), secret(24));
     let hook = crate::console::generate_webhook_secret();
     format!(
@@ -138,13 +145,13 @@ brokers = "127.0.0.1:9092"        # the embedded broker ([broker]); `--brokers` 
 
 [broker]
 listen = "127.0.0.1:9092"
-data_dir = "{d}/broker"
+data_dir = {broker}
 
 [lake]
-root = "{d}/lake"                 # `--lake` overrides
+root = {lake}                 # `--lake` overrides
 
 [keys]
-dir = "{d}/keys"
+dir = {keys}
 
 [unsubscribe]
 key = "{unsubscribe}"
@@ -178,7 +185,7 @@ reference_dwell = "5s"            # a 5 s view counts fully (default 30s): quick
 
 [segments]
 interval = "1s"
-state_dir = "{d}/state/segments"
+state_dir = {state}
 listen = "127.0.0.1:9102"
 
 [[segments.define]]

@@ -12,6 +12,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+/// Headless Chromium as it runs on these machines: no sandbox (root in a container),
+/// no GPU, no QUIC and nothing it would fetch for itself.
+pub(crate) const HEADLESS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 /// How long one browser step (a navigation, a script) may take before the test fails.
 const STEP: Duration = Duration::from_secs(30);
 
@@ -40,15 +53,8 @@ impl Browser {
             .arg("-c")
             .arg(r#"exec "$0" "$@" 3<&0 4>&1 </dev/null >/dev/null"#)
             .arg(&chromium)
+            .args(HEADLESS)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
                 "--hide-scrollbars",
                 "--window-size=1280,900",
                 "--remote-debugging-pipe",
@@ -304,9 +310,9 @@ fn base64_decode(text: &str) -> Vec<u8> {
     out
 }
 
-/// Asserts a screenshot's statistics: the window's size, many colours, no colour
-/// covering nearly everything (a blank or one-colour page).
-pub(crate) fn assert_not_blank(name: &str, stats: &Value) {
+/// Asserts a screenshot of a page of text and charts: the window's size and many
+/// colours (a blank page has a handful).
+pub(crate) fn assert_drawn(name: &str, stats: &Value) {
     assert_eq!(
         (stats["width"].as_u64(), stats["height"].as_u64()),
         (Some(1280), Some(900)),
@@ -316,6 +322,12 @@ pub(crate) fn assert_not_blank(name: &str, stats: &Value) {
         stats["colours"].as_u64().is_some_and(|n| n >= 24),
         "{name} looks blank: {stats}"
     );
+}
+
+/// [`assert_drawn`], and no colour covering nearly everything (a one-colour page): for
+/// pages with pictures, like the shop's.
+pub(crate) fn assert_not_blank(name: &str, stats: &Value) {
+    assert_drawn(name, stats);
     assert!(
         stats["dominant"].as_f64().is_some_and(|d| d < 0.85),
         "{name} is mostly one colour: {stats}"

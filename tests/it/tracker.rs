@@ -82,18 +82,8 @@ async fn tracker_in_chromium_sends_pageviews_engagement_and_consent() {
     let profile = dir.path().join("chromium-profile");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(&chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--virtual-time-budget=5000",
-                "--dump-dom",
-            ])
+            .args(crate::browser::HEADLESS)
+            .args(["--virtual-time-budget=5000", "--dump-dom"])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(&url)
             .output()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crate::browser::{Browser, assert_not_blank};
+use crate::browser::{Browser, assert_drawn, assert_not_blank};
 use crate::client::{read_topic, try_send};
 use crate::fault_run::{sender, stop_senders};
 use crate::harness::free_port;
@@ -367,20 +367,6 @@ async fn the_tour_in_chromium_from_the_demo_shop_to_the_inbox() {
         println!("screenshot: {}", shot.display());
     }
     assert!(up.terminate(), "SIGTERM: not a clean exit:\n{}", up.log());
-}
-
-/// A screenshot of a page of text and charts on a plain background: the window's
-/// size and many colours (mostly background, so not [`assert_not_blank`]'s share).
-fn assert_drawn(name: &str, stats: &serde_json::Value) {
-    assert_eq!(
-        (stats["width"].as_u64(), stats["height"].as_u64()),
-        (Some(1280), Some(900)),
-        "{name}: {stats}"
-    );
-    assert!(
-        stats["colours"].as_u64().is_some_and(|n| n >= 24),
-        "{name} looks blank: {stats}"
-    );
 }
 
 /// The user agent of Chrome on Linux, as a person's browser sends it.

@@ -104,6 +104,34 @@ fn forbidden(fixture: &Fixture, out: &Path) -> Result<Vec<(String, &'static str)
         .collect()
 }
 
+/// Runs a client script of `tests/it/clients/` with the forbidden statements (as a
+/// JSON list, the last argument) and reads the JSON report it prints.
+fn client_report(
+    program: &str,
+    script: &str,
+    args: &[&str],
+    forbidden: &[(String, &str)],
+    env: &[(&str, &str)],
+    install: &str,
+) -> Result<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/clients")
+        .join(script);
+    let statements: Vec<&str> = forbidden.iter().map(|(sql, _)| sql.as_str()).collect();
+    let statements = serde_json::to_string(&statements)?;
+    let path = path.to_string_lossy();
+    let mut all = vec![path.as_ref()];
+    all.extend_from_slice(args);
+    all.push(&statements);
+    let output = run(program, &all, env, install)?;
+    ensure!(
+        output.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
 /// Checks a client's report of the forbidden statements: each refused with SQLSTATE
 /// 25006 and a message naming it.
 fn check_refusals(client: &str, forbidden: &[(String, &str)], refused: &Value) -> Result<()> {
@@ -237,24 +265,15 @@ async fn psycopg_in_transaction_mode_with_server_side_parameters() -> Result<()>
     let out = tempfile::tempdir()?;
     let server = Server::start(&fixture, fixture::config()).await?;
     let forbidden = forbidden(&fixture, out.path())?;
-    let statements: Vec<&str> = forbidden.iter().map(|(sql, _)| sql.as_str()).collect();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/it/clients/psycopg_client.py"
-    );
     let dsn = format!("{} password='{PASSWORD}'", dsn(&server, "disable"));
-    let output = run(
+    let report = client_report(
         &python,
-        &[script, &dsn, &serde_json::to_string(&statements)?],
+        "psycopg_client.py",
+        &[&dsn],
+        &forbidden,
         &[],
         "pip install 'psycopg[binary]'",
     )?;
-    ensure!(
-        output.status.success(),
-        "psycopg: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout)?;
     assert_eq!(report["identify_count"], 2, "{report}");
     assert_eq!(report["in_transaction"], true, "{report}");
     assert_eq!(report["idle_after_commit"], true, "{report}");
@@ -315,29 +334,15 @@ async fn node_postgres_with_parameters_prepared_statements_and_transactions() ->
         .await?
         .get(0);
     let forbidden = forbidden(&fixture, out.path())?;
-    let statements: Vec<&str> = forbidden.iter().map(|(sql, _)| sql.as_str()).collect();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/it/clients/node_pg_client.js"
-    );
-    let output = run(
+    let port = server.addr.port().to_string();
+    let report = client_report(
         &node,
-        &[
-            script,
-            &server.addr.port().to_string(),
-            USER,
-            PASSWORD,
-            &serde_json::to_string(&statements)?,
-        ],
+        "node_pg_client.js",
+        &[&port, USER, PASSWORD],
+        &forbidden,
         &[("NODE_PATH", &modules)],
         "npm install --prefix ~/.cache/spur-node pg@8",
     )?;
-    ensure!(
-        output.status.success(),
-        "node-postgres: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout)?;
     assert_eq!(report["identify_count"], expected, "{report}");
     assert_eq!(
         report["prepared_ids"],
@@ -369,28 +374,19 @@ async fn sqlalchemy_inspector_lists_tables_views_and_columns() -> Result<()> {
         .await?
         .get(0);
     let forbidden = forbidden(&fixture, out.path())?;
-    let statements: Vec<&str> = forbidden.iter().map(|(sql, _)| sql.as_str()).collect();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/it/clients/sqlalchemy_client.py"
-    );
     let url = format!(
         "postgresql+psycopg://{USER}:{}@127.0.0.1:{}/spur",
         PASSWORD.replace(' ', "%20"),
         server.addr.port()
     );
-    let output = run(
+    let report = client_report(
         &python,
-        &[script, &url, &serde_json::to_string(&statements)?],
+        "sqlalchemy_client.py",
+        &[&url],
+        &forbidden,
         &[],
         "pip install sqlalchemy",
     )?;
-    ensure!(
-        output.status.success(),
-        "sqlalchemy: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout)?;
     let names = |key: &str| -> Vec<String> {
         report[key]
             .as_array()
@@ -458,23 +454,15 @@ async fn tls_with_sslmode_require_and_plain_text_refused() -> Result<()> {
         "{stderr}"
     );
 
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/it/clients/psycopg_client.py"
-    );
     let dsn = format!("{} password='{PASSWORD}'", dsn(&server, "require"));
-    let output = run(
+    let report = client_report(
         &python,
-        &[script, &dsn, "[]"],
+        "psycopg_client.py",
+        &[&dsn],
+        &[],
         &[],
         "pip install 'psycopg[binary]'",
     )?;
-    ensure!(
-        output.status.success(),
-        "psycopg over TLS: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout)?;
     assert_eq!(report["ssl"], true, "{report}");
     assert_eq!(report["identify_count"], 2, "{report}");
     server.stop().await

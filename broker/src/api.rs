@@ -923,74 +923,68 @@ fn committed_of(
     }
 }
 
+/// The response topics of OffsetFetch, in the old (v1–v7) or the batched (v8) types,
+/// which have the same fields.
+macro_rules! offset_topics {
+    ($topic:ty, $partition:ty, $committed:expr) => {
+        $committed
+            .into_iter()
+            .map(|(topic, parts)| {
+                <$topic>::default()
+                    .with_name(s(topic).into())
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|(p, c): (i32, Option<Committed>)| {
+                                <$partition>::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(c.as_ref().map_or(-1, |c| c.offset))
+                                    .with_committed_leader_epoch(-1)
+                                    .with_metadata(Some(s(c
+                                        .and_then(|c| c.metadata)
+                                        .unwrap_or_default())))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect()
+    };
+}
+
 fn offset_fetch(shared: &Shared, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     if version >= 8 {
         let groups = request
             .groups
             .into_iter()
             .map(|g| {
-                let wanted = g.topics.map(|ts| {
+                let asked = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let topics = committed_of(shared, &g.group_id.0, wanted)
-                    .into_iter()
-                    .map(|(topic, parts)| {
-                        OffsetFetchResponseTopics::default()
-                            .with_name(s(topic).into())
-                            .with_partitions(
-                                parts
-                                    .into_iter()
-                                    .map(|(p, c)| {
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(
-                                                c.as_ref().map_or(-1, |c| c.offset),
-                                            )
-                                            .with_committed_leader_epoch(-1)
-                                            .with_metadata(Some(s(c
-                                                .and_then(|c| c.metadata)
-                                                .unwrap_or_default())))
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
+                let committed = committed_of(shared, &g.group_id.0, asked);
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
-                    .with_topics(topics)
+                    .with_topics(offset_topics!(
+                        OffsetFetchResponseTopics,
+                        OffsetFetchResponsePartitions,
+                        committed
+                    ))
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let wanted = request.topics.map(|ts| {
+    let asked = request.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let topics = committed_of(shared, &request.group_id.0, wanted)
-        .into_iter()
-        .map(|(topic, parts)| {
-            OffsetFetchResponseTopic::default()
-                .with_name(s(topic).into())
-                .with_partitions(
-                    parts
-                        .into_iter()
-                        .map(|(p, c)| {
-                            OffsetFetchResponsePartition::default()
-                                .with_partition_index(p)
-                                .with_committed_offset(c.as_ref().map_or(-1, |c| c.offset))
-                                .with_committed_leader_epoch(-1)
-                                .with_metadata(Some(s(c
-                                    .and_then(|c| c.metadata)
-                                    .unwrap_or_default())))
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
-    OffsetFetchResponse::default().with_topics(topics)
+    let committed = committed_of(shared, &request.group_id.0, asked);
+    OffsetFetchResponse::default().with_topics(offset_topics!(
+        OffsetFetchResponseTopic,
+        OffsetFetchResponsePartition,
+        committed
+    ))
 }
 
 fn describe_groups(shared: &Shared, request: DescribeGroupsRequest) -> DescribeGroupsResponse {

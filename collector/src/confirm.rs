@@ -127,11 +127,17 @@ pub fn refusal_page(code: &str, message: &str) -> String {
         ),
         "invalid_token" | "expired_token" => page(
             "This link cannot be used",
-            &format!("<p>{}.</p>", capitalised(&escape(message))),
+            &format!(
+                "<p>{}.</p>",
+                capitalised(&crate::reply::escape_html(message))
+            ),
         ),
         _ => page(
             "Request refused",
-            &format!("<p>{}.</p>", capitalised(&escape(message))),
+            &format!(
+                "<p>{}.</p>",
+                capitalised(&crate::reply::escape_html(message))
+            ),
         ),
     }
 }
@@ -144,22 +150,6 @@ fn page(title: &str, body: &str) -> String {
          <style>{PAGE_STYLE}</style></head>\
          <body><main><h1>{title}</h1>{body}</main></body></html>\n"
     )
-}
-
-/// `&`, `<`, `>`, `"` and `'` as character references.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The sentence with its first letter in upper case (error messages are lower case).

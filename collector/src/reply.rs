@@ -360,6 +360,24 @@ where
         .map_err(|_| Rejection::BodyTimeout)?
 }
 
+/// Text for HTML content and attribute values: `&`, `<`, `>`, `"` and `'` as
+/// character references. The one escaper of Spur's own pages (the confirmation page
+/// here, `spur up`'s console).
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

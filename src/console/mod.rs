@@ -349,18 +349,7 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
 
 /// Text for HTML content and attribute values.
 fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    spur_collector::reply::escape_html(text)
 }
 
 /// A whole page: the shared style, the navigation, `body`; reloaded every
